@@ -1,0 +1,95 @@
+"""Partially observable tasks that need memory; importing the package registers them with Gymnasium."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import gymnasium
+
+from envs.mask_velocity import MaskVelocityWrapper, cartpole_no_vel, pendulum_no_vel
+from envs.memory_length import MemoryLength
+from envs.repeat_previous import RepeatPrevious
+from envs.t_maze import TMaze
+
+__all__ = [
+    "ENV_INFO",
+    "MEMORY_ENV_IDS",
+    "EnvInfo",
+    "MaskVelocityWrapper",
+    "MemoryLength",
+    "RepeatPrevious",
+    "TMaze",
+    "cartpole_no_vel",
+    "pendulum_no_vel",
+]
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """Reference returns of one registered task.
+
+    Attributes:
+        max_return: return of an oracle that remembers everything it needs (an upper bound where no oracle
+            return is known).
+        memoryless_bound: best expected return of a policy that sees only the current observation; NaN where
+            no meaningful figure is known.
+        threshold: return at which the task counts as solved ("steps to reach threshold" in benchmarks).
+    """
+
+    max_return: float
+    memoryless_bound: float
+    threshold: float
+
+
+ENV_INFO: dict[str, EnvInfo] = {
+    # The memoryless figure is empirical, not a proven bound: the best policies of cart position and pole
+    # angle alone that a search over deterministic and logistic policies of quadratic features found
+    # balance for about 45-55 steps on average.
+    "CartPoleNoVel-v1": EnvInfo(max_return=500.0, memoryless_bound=50.0, threshold=475.0),
+    # Rewards are never positive, so 0 only bounds the oracle. Without velocity the direction of the swing
+    # is ambiguous, but no reliable figure for the best memoryless policy is known.
+    "PendulumNoVel-v1": EnvInfo(max_return=0.0, memoryless_bound=math.nan, threshold=-200.0),
+    "RepeatPrevious-Easy-v0": EnvInfo(max_return=1.0, memoryless_bound=1 / 2, threshold=0.9),
+    "RepeatPrevious-v0": EnvInfo(max_return=1.0, memoryless_bound=1 / 4, threshold=0.9),
+    "RepeatPrevious-Hard-v0": EnvInfo(max_return=1.0, memoryless_bound=1 / 4, threshold=0.9),
+    "TMaze-Easy-v0": EnvInfo(max_return=1.0, memoryless_bound=0.5, threshold=0.95),
+    "TMaze-v0": EnvInfo(max_return=1.0, memoryless_bound=0.5, threshold=0.95),
+    "TMaze-Hard-v0": EnvInfo(max_return=1.0, memoryless_bound=0.5, threshold=0.95),
+    "MemoryLength-Easy-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
+    "MemoryLength-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
+    "MemoryLength-Hard-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
+}
+
+MEMORY_ENV_IDS: tuple[str, ...] = tuple(ENV_INFO)
+
+
+def _register(env_id: str, entry_point: str, max_episode_steps: int, **kwargs: int) -> None:
+    gymnasium.register(
+        id=env_id,
+        entry_point=entry_point,
+        kwargs=kwargs,
+        max_episode_steps=max_episode_steps,
+        reward_threshold=ENV_INFO[env_id].threshold,
+    )
+
+
+_REPEAT_PREVIOUS = "envs.repeat_previous:RepeatPrevious"
+_T_MAZE = "envs.t_maze:TMaze"
+_MEMORY_LENGTH = "envs.memory_length:MemoryLength"
+
+_register("CartPoleNoVel-v1", "envs.mask_velocity:cartpole_no_vel", 500)
+_register("PendulumNoVel-v1", "envs.mask_velocity:pendulum_no_vel", 200)
+# Fixed-length tasks: max_episode_steps equals the episode length, so it only backs up termination.
+# episode_length = k + 16 keeps 16 scored answers at every level.
+_register("RepeatPrevious-Easy-v0", _REPEAT_PREVIOUS, 18, k=2, num_symbols=2, episode_length=18)
+_register("RepeatPrevious-v0", _REPEAT_PREVIOUS, 20, k=4, num_symbols=4, episode_length=20)
+_register("RepeatPrevious-Hard-v0", _REPEAT_PREVIOUS, 24, k=8, num_symbols=4, episode_length=24)
+# 4 L + 10 steps leave room for some dithering before a wandering agent is cut off.
+_register("TMaze-Easy-v0", _T_MAZE, 4 * 4 + 10, corridor_length=4)
+_register("TMaze-v0", _T_MAZE, 4 * 10 + 10, corridor_length=10)
+_register("TMaze-Hard-v0", _T_MAZE, 4 * 30 + 10, corridor_length=30)
+# The query comes memory_length steps after the context, so an episode is memory_length + 1 steps.
+_register("MemoryLength-Easy-v0", _MEMORY_LENGTH, 5 + 1, memory_length=5, num_bits=1)
+_register("MemoryLength-v0", _MEMORY_LENGTH, 10 + 1, memory_length=10, num_bits=1)
+_register("MemoryLength-Hard-v0", _MEMORY_LENGTH, 30 + 1, memory_length=30, num_bits=3)
