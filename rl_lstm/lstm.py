@@ -1,0 +1,131 @@
+"""The LSTM and its dropout variants (Gal, Moon, Semeniuta, zoneout)."""
+
+from __future__ import annotations
+
+from functools import partialmethod
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rl_lstm.base import LSTMParameters, reset_steps, run_segments
+
+
+class LSTM(LSTMParameters):
+    """An LSTM layer with a choice of dropout method (Hochreiter & Schmidhuber 1997).
+
+    ``LSTM(input_size, hidden_size, bias=True, dropout=0.0, dropout_method='pytorch')``, where
+    ``dropout_method`` is one of ``'pytorch'`` (a fresh mask on the output at every step, the
+    carried state untouched), ``'gal'``, ``'moon'``, ``'semeniuta'`` or ``'zoneout'``; see the
+    classes named after them. At ``dropout=0`` it computes exactly what ``nn.LSTM`` does.
+
+    Where the math allows, it runs PyTorch's fused kernels: ``torch.lstm_cell`` one step at a
+    time, and the ``nn.LSTM`` sequence kernel between episode starts when the masks leave the
+    carried state alone.
+    """
+
+    def _project_input(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight_ih, self._bias())
+
+    def _project_hidden(self, h: Tensor) -> Tensor:
+        return F.linear(h, self.weight_hh)
+
+    def _normalize_cell(self, c: Tensor) -> Tensor:
+        return c
+
+    def _step(self, xw: Tensor, h: Tensor, c: Tensor, m: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        site = self.mask_spec.site
+        gates = xw + self._project_hidden(h)  # (B, 4H)
+        i, f, g, o = gates.chunk(4, 1)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        if m is not None and site == "candidate":
+            g = g * m
+        c_new = torch.addcmul(f * c, i, g)
+        if m is not None and site == "cell":
+            c_new = c_new * m
+        h_new = o * torch.tanh(self._normalize_cell(c_new))
+        return self._after_step(h, c, h_new, c_new, m)
+
+    def _after_step(self, h: Tensor, c: Tensor, h_new: Tensor, c_new: Tensor, m: Tensor | None):
+        """The masks that act on a finished step: zoneout, Gal's on h, and the output mask."""
+        site = self.mask_spec.site
+        if site == "zoneout" and self.dropout > 0.0:
+            # Without masks: the expectation, each unit p of the way back to its previous value.
+            d_c, d_h = (self.dropout, self.dropout) if m is None else m.chunk(2, 1)
+            h_new = torch.lerp(h_new, h, d_h)
+            return h_new, torch.lerp(c_new, c, d_c), h_new
+        if m is None:
+            return h_new, c_new, h_new
+        if site == "hidden":
+            h_new = h_new * m
+            return h_new, c_new, h_new
+        if site == "output":
+            return h_new, c_new, h_new * m
+        return h_new, c_new, h_new
+
+    def _lstm_cell(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+
+    def _fused(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out, h, c = torch._VF.lstm(
+            x, (h.unsqueeze(0), c.unsqueeze(0)), self.lstm_parameters(),
+            self.bias, 1, 0.0, self.training, False, False,
+        )  # fmt: skip
+        return out, h[0], c[0]
+
+    def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None):
+        site = self.mask_spec.site
+        if site in ("cell", "candidate") and masks is not None:
+            return super()._run(x, h, c, starts, masks)  # the mask sits inside the step's math
+        if site == "output" or masks is None and site != "zoneout" or self.dropout == 0.0:
+            # The carried state is nn.LSTM's: fused kernels, then the output mask.
+            if x.shape[0] == 1:
+                if starts is not None:
+                    keep = (~starts[0]).to(x.dtype).unsqueeze(-1)
+                    h, c = h * keep, c * keep
+                h, c = self._lstm_cell(x[0], h, c)
+                out = h.unsqueeze(0)
+            else:
+                out, h, c = run_segments(self._fused, x, h, c, starts)
+            return (out if masks is None else out * masks), h, c
+        # Gal and zoneout: a standard step, then the mask on the finished state.
+        step_masks = [None] * x.shape[0] if masks is None else masks.unbind(0)
+        reset = reset_steps(starts, x.dtype)
+        outputs = []
+        for t, (x_t, m_t) in enumerate(zip(x.unbind(0), step_masks, strict=True)):
+            if t in reset:
+                h, c = h * reset[t], c * reset[t]
+            h_new, c_new = self._lstm_cell(x_t, h, c)
+            h, c, out = self._after_step(h, c, h_new, c_new, m_t)
+            outputs.append(out)
+        return torch.stack(outputs), h, c
+
+
+class GalLSTM(LSTM):
+    """LSTM with variational dropout (Gal & Ghahramani 2016, *A Theoretically Grounded
+    Application of Dropout in Recurrent Neural Networks*): one mask per episode on h_t, applied
+    to the output and to the state carried to the next step."""
+
+    __init__ = partialmethod(LSTM.__init__, dropout_method="gal")
+
+
+class MoonLSTM(LSTM):
+    """LSTM with RNNDrop (Moon et al. 2015, *RNNDrop: A Novel Dropout for RNNs in ASR*): one
+    0/1 mask per episode on the cell state c_t."""
+
+    __init__ = partialmethod(LSTM.__init__, dropout_method="moon")
+
+
+class SemeniutaLSTM(LSTM):
+    """LSTM with recurrent dropout without memory loss (Semeniuta et al. 2016): a fresh mask at
+    every step on the candidate update g_t, so stored memory is never erased."""
+
+    __init__ = partialmethod(LSTM.__init__, dropout_method="semeniuta")
+
+
+class ZoneoutLSTM(LSTM):
+    """LSTM with zoneout (Krueger et al. 2016, *Zoneout: Regularizing RNNs by Randomly
+    Preserving Hidden Activations*): at every step each unit of c_t and h_t keeps its previous
+    value with probability ``dropout``; at evaluation each moves ``1 - dropout`` of the way."""
+
+    __init__ = partialmethod(LSTM.__init__, dropout_method="zoneout")

@@ -1,0 +1,53 @@
+"""The registry of cells: short name -> class. The CLI, the policy, the tests and the
+benchmarks all read it, so a new entry here is covered everywhere."""
+
+from __future__ import annotations
+
+from rl_lstm.base import RecurrentLayer
+from rl_lstm.layer_norm_lstm import (
+    LayerNormGalLSTM,
+    LayerNormLSTM,
+    LayerNormMoonLSTM,
+    LayerNormSemeniutaLSTM,
+    LayerNormZoneoutLSTM,
+)
+from rl_lstm.lstm import LSTM, GalLSTM, MoonLSTM, SemeniutaLSTM, ZoneoutLSTM
+from rl_lstm.slow_lstm import SlowLSTM
+from rl_lstm.torch_lstm import TorchLSTM
+
+CELLS: dict[str, type[RecurrentLayer]] = {
+    "nn": TorchLSTM,
+    "slow": SlowLSTM,
+    "lstm": LSTM,
+    "gal": GalLSTM,
+    "moon": MoonLSTM,
+    "semeniuta": SemeniutaLSTM,
+    "zoneout": ZoneoutLSTM,
+    "ln": LayerNormLSTM,
+    "ln-gal": LayerNormGalLSTM,
+    "ln-moon": LayerNormMoonLSTM,
+    "ln-semeniuta": LayerNormSemeniutaLSTM,
+    "ln-zoneout": LayerNormZoneoutLSTM,
+}
+
+# Keyword arguments that only the LayerNorm family takes.
+LAYER_NORM_KWARGS = ("ln_preact", "learnable")
+
+
+def cell_class(name: str) -> type[RecurrentLayer]:
+    """The class registered under ``name``; a ValueError listing the names if there is none."""
+    try:
+        return CELLS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"cell={name!r}: expected one of {', '.join(CELLS)}") from None
+
+
+def make_cell(name: str, input_size: int, hidden_size: int, **kwargs) -> RecurrentLayer:
+    """Build the cell registered under ``name``. LayerNorm flags given to a cell that has no
+    layer norm are ignored when they keep their defaults (True) and rejected otherwise."""
+    cls = cell_class(name)
+    if not issubclass(cls, LayerNormLSTM):
+        for key in LAYER_NORM_KWARGS:
+            if key in kwargs and kwargs.pop(key) is not True:
+                raise ValueError(f"{key}: only the LayerNorm cells (ln, ln-*) take it, not cell={name!r}")
+    return cls(input_size, hidden_size, **kwargs)

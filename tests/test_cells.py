@@ -1,0 +1,360 @@
+"""Contract, reference and property tests for every cell in the registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rl_lstm import CELLS, METHODS, LayerNorm, LayerNormLSTM, RecurrentLayer, make_cell
+from rl_lstm.registry import cell_class
+
+NAMES = list(CELLS)
+DROPOUT_NAMES = [n for n in NAMES if n not in ("nn", "slow")]  # cells with a method of their own
+NN_MATH = ["nn", "slow", "lstm", "gal", "moon", "semeniuta", "zoneout"]  # nn.LSTM's math at dropout 0
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _states(batch: int, hidden: int, dtype=torch.float32):
+    return torch.randn(1, batch, hidden, dtype=dtype), torch.randn(1, batch, hidden, dtype=dtype)
+
+
+def _starts(seq_len: int, batch: int, p: float = 0.15) -> torch.Tensor:
+    return (torch.rand(seq_len, batch) < p).float()
+
+
+# ---------------------------------------------------------------- registry and signatures
+def test_registry_names():
+    assert NAMES == [
+        "nn", "slow", "lstm", "gal", "moon", "semeniuta", "zoneout",
+        "ln", "ln-gal", "ln-moon", "ln-semeniuta", "ln-zoneout",
+    ]  # fmt: skip
+    for name, cls in CELLS.items():
+        assert issubclass(cls, RecurrentLayer), name
+        method = make_cell(name, 3, 4).dropout_method
+        expected = name.removeprefix("ln").strip("-") or "pytorch"
+        assert method == (expected if expected in METHODS else "pytorch"), name
+
+
+def test_seed_signatures():
+    from rl_lstm import LSTM, GalLSTM, LayerNormGalLSTM
+
+    lstm = LSTM(3, 4, True, 0.3, "moon")
+    assert (lstm.dropout, lstm.dropout_method) == (0.3, "moon")
+    assert GalLSTM(3, 4, dropout=0.2).dropout_method == "gal"
+    ln = LayerNormGalLSTM(3, 4, True, 0.2, ln_preact=False, learnable=False)
+    assert ln.dropout_method == "gal" and not ln.ln_preact and not ln.learnable
+    assert not hasattr(ln, "ln_ih")
+
+
+# ---------------------------------------------------------------- reference: nn.LSTM
+@pytest.mark.parametrize("name", NN_MATH)
+@pytest.mark.parametrize("seq_len", [1, 50])
+@pytest.mark.parametrize("batch", [1, 7])
+@pytest.mark.parametrize("given_state", [False, True])
+def test_equals_nn_lstm(name, seq_len, batch, given_state):
+    ref = torch.nn.LSTM(5, 6)
+    cell = cell_class(name).from_torch(ref)
+    x = torch.randn(seq_len, batch, 5)
+    hidden = _states(batch, 6) if given_state else None
+    out, (h, c) = cell(x, hidden)
+    ref_out, (ref_h, ref_c) = ref(x, hidden)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=0)
+    torch.testing.assert_close(h, ref_h, atol=1e-5, rtol=0)
+    torch.testing.assert_close(c, ref_c, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", NN_MATH)
+def test_weights_convert_both_ways(name):
+    cell = make_cell(name, 4, 3, bias=True)
+    back = cell_class(name).from_torch(cell.to_torch())
+    for a, b in zip(cell.lstm_parameters(), back.lstm_parameters(), strict=True):
+        assert torch.equal(a, b)
+    no_bias = cell_class(name).from_torch(torch.nn.LSTM(4, 3, bias=False))
+    assert not no_bias.bias and len(no_bias.lstm_parameters()) == 2
+
+
+def test_layer_norm_cells_have_no_nn_lstm():
+    with pytest.raises(TypeError, match="no nn.LSTM equivalent"):
+        make_cell("ln", 3, 4).to_torch()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_episode_starts_reset_rows(name):
+    """A row starting an episode at step t gives what a fresh call from step t gives."""
+    cell = make_cell(name, 4, 5)
+    x = torch.randn(12, 3, 4)
+    starts = torch.zeros(12, 3)
+    starts[5, 1] = 1
+    starts[9, 0] = 1
+    out, _ = cell(x, _states(3, 5), starts)
+    fresh, _ = cell(x[5:, 1:2])
+    torch.testing.assert_close(out[5:, 1:2], fresh, atol=1e-5, rtol=0)
+    fresh0, _ = cell(x[9:, 0:1])
+    torch.testing.assert_close(out[9:, 0:1], fresh0, atol=1e-5, rtol=0)
+    untouched, _ = cell(x[:, 2:3], tuple(s[:, 2:3] for s in _states(3, 5)))
+    assert not torch.allclose(out[:, 2:3], fresh[:1].expand(12, 1, 5))  # row 2 keeps its given state
+    assert untouched.shape == (12, 1, 5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sequence_equals_steps(name):
+    """One call over T steps equals T calls of one step, masks replayed, resets included."""
+    cell = make_cell(name, 4, 5, dropout=0.5)
+    x, starts, hidden = torch.randn(20, 3, 4), _starts(20, 3), _states(3, 5)
+    out, (h, c) = cell(x, hidden, starts)
+    masks = cell.last_masks
+    outs, state = [], hidden
+    for t in range(20):
+        o, state = cell(x[t : t + 1], state, starts[t : t + 1], masks=masks[t : t + 1])
+        outs.append(o)
+    # Batched and per-step matmuls round differently: a few 1e-6 either way.
+    torch.testing.assert_close(torch.cat(outs), out, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(state[1], c, atol=2e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- masks
+@pytest.mark.parametrize("name", DROPOUT_NAMES)
+def test_masks_fraction_scale_and_rows(name):
+    p = 0.3
+    cell = make_cell(name, 8, 200, dropout=p)
+    spec = cell.mask_spec
+    cell(torch.randn(30, 16, 8))
+    m = cell.last_masks
+    assert m.shape == (30, 16, spec.width * 200)
+    if spec.site == "zoneout":
+        assert set(m.unique().tolist()) <= {0.0, 1.0}
+        frac = (m == 1).float().mean().item()  # units keeping their previous value
+    else:
+        keep = 1 / (1 - p) if spec.inverted else 1.0
+        assert torch.allclose(m[m != 0], torch.tensor(keep))
+        frac = (m == 0).float().mean().item()
+    rows = m[0] if spec.per_episode else m.reshape(-1, m.shape[-1])
+    assert abs(frac - p) < 0.03, f"{name}: fraction {frac:.3f}, expected {p}"
+    assert not torch.equal(m[0, 0], m[0, 1]), "rows must have masks of their own"
+    if spec.per_episode:
+        assert torch.equal(m[0], m[-1]), "per-episode masks hold for the whole episode"
+    else:
+        assert not torch.equal(m[0], m[1]), "per-step masks change at every step"
+    assert rows.numel() > 0
+
+
+@pytest.mark.parametrize("name", [n for n in DROPOUT_NAMES if METHODS[make_cell(n, 1, 1).dropout_method].per_episode])
+def test_episode_mask_changes_only_at_own_start(name):
+    cell = make_cell(name, 3, 64, dropout=0.5)
+    x = torch.randn(1, 4, 3)
+    state = None
+    history = []
+    starts = torch.zeros(10, 4)
+    starts[0] = 1
+    starts[3, 1] = 1
+    starts[7, 2] = 1
+    for t in range(10):  # step by step, as an RL collector calls it
+        _, state = cell(x, state, starts[t : t + 1])
+        history.append(cell.last_masks[0].clone())
+    for t in range(1, 10):
+        for row in range(4):
+            same = torch.equal(history[t][row], history[t - 1][row])
+            assert same != bool(starts[t, row]), f"row {row}, step {t}"
+    seq_cell = make_cell(name, 3, 64, dropout=0.5)
+    seq_cell(torch.randn(10, 4, 3), None, starts)
+    m = seq_cell.last_masks
+    for t in range(1, 10):
+        changed = (m[t] != m[t - 1]).any(-1)
+        assert torch.equal(changed, starts[t].bool()), f"step {t}"
+
+
+@pytest.mark.parametrize("name", DROPOUT_NAMES)
+def test_masks_act_inside_autograd(name):
+    """Masks change the output, gradients flow through them, and eval mode uses none."""
+    cell = make_cell(name, 4, 32, dropout=0.5)
+    x = torch.randn(6, 3, 4, requires_grad=True)
+    out, _ = cell(x)
+    masks = cell.last_masks
+    replay, _ = cell(x, masks=masks)
+    assert torch.equal(out, replay)
+    ones = torch.ones_like(masks) if cell.mask_spec.site != "zoneout" else torch.zeros_like(masks)
+    unmasked, _ = cell(x, masks=ones)
+    assert not torch.allclose(out, unmasked), "the masks must change the computation"
+    if cell.mask_spec.site in ("output", "hidden"):
+        assert torch.all(out[masks == 0] == 0)
+        kept = masks != 0
+        if cell.mask_spec.site == "output":
+            torch.testing.assert_close(out[kept], (unmasked * masks)[kept])
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    cell.eval()
+    cell(x)
+    assert cell.last_masks is None
+    cell.masks_in_eval = True
+    cell(x)
+    assert cell.last_masks is not None
+
+
+@pytest.mark.parametrize("name", DROPOUT_NAMES)
+def test_eval_is_the_expectation(name):
+    cell = make_cell(name, 4, 6, dropout=0.5).eval()
+    x, hidden = torch.randn(5, 2, 4), _states(2, 6)
+    out, _ = cell(x, hidden)
+    plain = make_cell("ln" if isinstance(cell, LayerNormLSTM) else "lstm", 4, 6).eval()
+    plain.load_state_dict(cell.state_dict())
+    ref, _ = plain(x, hidden)
+    if cell.mask_spec.site == "zoneout":
+        # each unit moves 1 - p of the way to its new value
+        (h0, c0) = hidden
+        o1, (h1, c1) = plain(x[:1], hidden)
+        z1, (zh1, zc1) = cell(x[:1], hidden)
+        torch.testing.assert_close(zc1, 0.5 * c0 + 0.5 * c1)
+        torch.testing.assert_close(zh1, 0.5 * h0 + 0.5 * h1)
+    else:
+        torch.testing.assert_close(out, ref)
+
+
+def test_sample_mask_resamples_all():
+    cell = make_cell("gal", 3, 64, dropout=0.5)
+    cell(torch.randn(1, 4, 3))
+    before = cell.episode_masks.clone()
+    cell.sample_mask()
+    assert not torch.equal(before, cell.episode_masks)
+    x = torch.randn(1, 4, 3)
+    state = _states(4, 64)
+    cell(x, state)  # no episode start: the masks hold
+    after = cell.last_masks[0].clone()
+    cell(x, state)
+    assert torch.equal(after, cell.last_masks[0])
+
+
+@pytest.mark.parametrize("name", DROPOUT_NAMES)
+def test_cell_state_stays_bounded(name):
+    """Forget bias +3, p = 0.5, training mode, 1000 steps: c stays finite and small.
+    (The seed's MoonLSTM reached |c| ~ 6.5e11 after 50 steps.)"""
+    cell = make_cell(name, 8, 64, dropout=0.5).train()
+    with torch.no_grad():
+        cell.bias_ih[64:128] = 3.0
+        cell.bias_hh[64:128] = 0.0
+    x = torch.randn(1000, 4, 8)
+    with torch.no_grad():
+        out, (h, c) = cell(x)
+        state, worst = None, 0.0
+        for t in range(0, 1000, 100):  # and step by step, through the stored episode masks
+            _, state = cell(x[t : t + 100], state)
+            worst = max(worst, state[1].abs().max().item())
+    assert torch.isfinite(out).all() and torch.isfinite(c).all()
+    assert c.abs().max().item() <= 100 and worst <= 100
+
+
+# ---------------------------------------------------------------- layer norm
+def test_layer_norm_uses_functional_and_starts_at_identity():
+    ln = LayerNorm(256)
+    assert torch.equal(ln.weight, torch.ones(256)) and torch.equal(ln.bias, torch.zeros(256))
+    x = torch.randn(3, 256) * 5 + 2
+    torch.testing.assert_close(ln(x), F.layer_norm(x, (256,), eps=1e-6))
+    frozen = LayerNorm(8, learnable=False)
+    assert len(list(frozen.parameters())) == 0 and torch.equal(frozen.weight, torch.ones(8))
+    with pytest.raises(ValueError, match="expected a tensor of shape"):
+        ln(torch.randn(3, 5))
+
+
+def test_layer_norm_lstm_follows_ba_et_al():
+    """gates = LN(W_ih x) + LN(W_hh h) + b; h = o * tanh(LN(c)); the carried c is not normalised."""
+    cell = make_cell("ln", 4, 6)
+    with torch.no_grad():
+        for ln in (cell.ln_ih, cell.ln_hh, cell.ln_c):
+            ln.weight.uniform_(0.5, 1.5)
+            ln.bias.uniform_(-0.5, 0.5)
+    x, (h0, c0) = torch.randn(1, 3, 4), _states(3, 6)
+    _, (h1, c1) = cell(x, (h0, c0))
+
+    def ln(v, mod):
+        return F.layer_norm(v, v.shape[-1:], mod.weight, mod.bias, 1e-6)
+
+    gates = ln(x[0] @ cell.weight_ih.T, cell.ln_ih) + ln(h0[0] @ cell.weight_hh.T, cell.ln_hh)
+    gates = gates + cell.bias_ih + cell.bias_hh
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c0[0] + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(ln(c, cell.ln_c))
+    torch.testing.assert_close(c1[0], c)
+    torch.testing.assert_close(h1[0], h)
+    assert not torch.allclose(c.mean(-1), torch.zeros(3), atol=1e-3), "c itself is not normalised"
+
+
+# ---------------------------------------------------------------- gradients
+@pytest.mark.parametrize("name", NAMES)
+def test_gradcheck(name):
+    cell = make_cell(name, 3, 4, dropout=0.5).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0, c0 = (s.requires_grad_() for s in _states(2, 4, torch.float64))
+    starts = torch.tensor([[0, 0], [0, 1], [0, 0], [1, 0], [0, 0]], dtype=torch.float64)
+    cell(x.detach(), None, starts)
+    masks = cell.last_masks  # held fixed
+
+    def f(x, h0, c0, *params):
+        weights = dict(zip(names, params, strict=True))
+        out, (h, c) = torch.func.functional_call(cell, weights, (x, (h0, c0), starts, masks))
+        return out, h, c
+
+    names = [n for n, _ in cell.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for _, p in cell.named_parameters()]
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *params), atol=1e-6)
+
+
+# ---------------------------------------------------------------- devices and dtypes
+def test_to_moves_masks():
+    cell = make_cell("moon", 3, 5, dropout=0.5)
+    cell(torch.randn(1, 2, 3))
+    cell = cell.to(torch.float64)
+    assert cell.episode_masks.dtype == torch.float64
+    out, _ = cell(torch.randn(1, 2, 3, dtype=torch.float64), _states(2, 5, torch.float64))
+    assert out.dtype == torch.float64 and cell.last_masks.dtype == torch.float64
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(dropout=-0.1), r"dropout=-0.1: expected a number in \[0, 1\)"),
+    (dict(dropout=1.0), r"dropout=1.0: expected a number in \[0, 1\)"),
+    (dict(dropout="0.5"), r"dropout='0.5'"),
+    (dict(dropout_method="bernoulli"), r"dropout_method='bernoulli': expected one of 'pytorch', 'gal', 'moon'"),
+])  # fmt: skip
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_cell("lstm", 3, 4, **kwargs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("sizes", [(0, 4), (3, -1), (3, 2.5)])
+def test_bad_sizes(name, sizes):
+    with pytest.raises(ValueError, match="expected a positive integer"):
+        make_cell(name, *sizes)
+
+
+def test_unknown_cell_lists_choices():
+    with pytest.raises(ValueError, match="cell='gru': expected one of nn, slow, lstm, gal"):
+        make_cell("gru", 3, 4)
+    with pytest.raises(ValueError, match="only the LayerNorm cells"):
+        make_cell("gal", 3, 4, ln_preact=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_forward_arguments(name):
+    cell = make_cell(name, 3, 4, dropout=0.5)
+    x = torch.randn(5, 2, 3)
+    cases = [
+        ((torch.randn(2, 3),), r"x: expected a tensor of shape \(seq_len >= 1, batch >= 1, input_size=3\)"),
+        ((torch.randn(5, 2, 4),), "input_size=3"),
+        ((torch.randn(0, 2, 3),), "seq_len >= 1"),
+        ((x.double(),), "x: expected dtype torch.float32"),
+        ((torch.empty(5, 2, 3, device="meta"),), "x: expected dtype torch.float32 on cpu"),
+        ((x, (torch.zeros(1, 2, 4),)), r"hidden: expected a tuple \(h, c\)"),
+        ((x, (torch.zeros(2, 4), torch.zeros(2, 4))), r"hidden\[0\] \(h\): expected shape \(1, batch, hidden_size\)"),
+        ((x, (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4).double())), r"hidden\[1\] \(c\): expected dtype"),
+        ((x, None, torch.zeros(5)), r"episode_starts: expected shape \(seq_len, batch\) = \(5, 2\)"),
+        ((x, None, torch.zeros(5, 2, dtype=torch.complex64)), "episode_starts: expected a bool, integer or real"),
+        ((x, None, None, torch.ones(5, 2, 3)), r"masks: expected shape \(seq_len, batch, mask_width\)"),
+    ]  # fmt: skip
+    for args, match in cases:
+        with pytest.raises(ValueError, match=match):
+            cell(*args)
