@@ -1,0 +1,156 @@
+"""What recurrent PPO and A2C share: set-up and step-by-step collection that records the
+memory states and the dropout masks each step was taken with."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.buffers import SequenceRolloutBuffer
+from agents.policies import CellLstmPolicy, RNNMasks
+
+
+class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
+    """Base of :class:`agents.RecurrentPPO` and :class:`agents.RecurrentA2C`.
+
+    Collection runs the policy one step at a time over all environments, in eval mode with the
+    memories' dropout masks on, and records for every step the memory state before it and the
+    masks it used. ``seq_len`` is the length of the chunks the update replays (None: the whole
+    rollout of each environment).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "CellLstmPolicy": CellLstmPolicy,
+        "MlpLstmPolicy": CellLstmPolicy,
+    }
+    policy: CellLstmPolicy
+
+    def __init__(self, *args: Any, seq_len: int | None = None, **kwargs: Any) -> None:
+        self.seq_len = seq_len
+        self._last_lstm_states: RNNStates | None = None
+        self.timings = {"collect": 0.0, "train": 0.0}
+        super().__init__(*args, **kwargs)
+
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self.policy = self.policy_class(
+            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
+        )
+        self.policy = self.policy.to(self.device)
+        if not isinstance(self.policy, CellLstmPolicy):
+            raise ValueError(f"policy: expected CellLstmPolicy or a subclass, got {type(self.policy).__name__}")
+        hidden = self.policy.lstm_actor.hidden_size
+        zeros = th.zeros(1, self.n_envs, hidden, device=self.device)
+        self._last_lstm_states = RNNStates((zeros, zeros), (zeros, zeros))
+        widths = tuple(m.mask_width if m is not None and m.dropout > 0 else 0 for m in self._mask_memories())
+        self.rollout_buffer = SequenceRolloutBuffer(
+            self.n_steps, self.observation_space, self.action_space, hidden, widths, self.seq_len,
+            self.device, gae_lambda=self.gae_lambda, gamma=self.gamma, n_envs=self.n_envs,
+        )  # fmt: skip
+
+    def _mask_memories(self) -> tuple[Any, Any]:
+        return self.policy.lstm_actor, self.policy.lstm_critic
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_last_lstm_states"]
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """Fill the buffer with ``n_rollout_steps`` steps of every environment (sb3-contrib's
+        collection, plus the masks)."""
+        assert isinstance(rollout_buffer, SequenceRolloutBuffer), "needs a SequenceRolloutBuffer"
+        assert self._last_obs is not None, "No previous observation was provided"
+        start = time.perf_counter()
+        self.policy.set_training_mode(False)
+        n_steps = 0
+        rollout_buffer.reset()
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
+        callback.on_rollout_start()
+        lstm_states = self._last_lstm_states
+        value_memory = self.policy.value_memory()
+
+        with self.policy.masks_active():
+            while n_steps < n_rollout_steps:
+                if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+                    self.policy.reset_noise(env.num_envs)
+                with th.no_grad():
+                    obs_tensor = obs_as_tensor(self._last_obs, self.device)
+                    episode_starts = th.as_tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
+                    actions, values, log_probs, lstm_states = self.policy(obs_tensor, lstm_states, episode_starts)
+                    masks = self.policy.last_masks()
+                actions = actions.cpu().numpy()
+                clipped_actions = actions
+                if isinstance(self.action_space, spaces.Box):
+                    clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+
+                new_obs, rewards, dones, infos = env.step(clipped_actions)
+                self.num_timesteps += env.num_envs
+                callback.update_locals(locals())
+                if not callback.on_step():
+                    return False
+                self._update_info_buffer(infos, dones)
+                n_steps += 1
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = actions.reshape(-1, 1)
+
+                # Bootstrap from the value of the last observation of a truncated episode, with
+                # that episode's state and masks (SB3 issue #633).
+                for idx, done in enumerate(dones):
+                    if done and infos[idx].get("terminal_observation") is not None and infos[idx].get(
+                        "TimeLimit.truncated", False
+                    ):
+                        terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                        source = lstm_states.vf if self.policy.lstm_critic is not None else lstm_states.pi
+                        row_mask = None
+                        if value_memory is not None and value_memory.last_masks is not None:
+                            row_mask = (masks.vf if self.policy.lstm_critic is not None else masks.pi)[:, idx : idx + 1]
+                        with th.no_grad():
+                            terminal_value = self.policy.predict_values(
+                                terminal_obs,
+                                (source[0][:, idx : idx + 1].contiguous(), source[1][:, idx : idx + 1].contiguous()),
+                                th.zeros(1, device=self.device),
+                                row_mask,
+                            )[0]
+                        rewards[idx] += self.gamma * terminal_value
+
+                rollout_buffer.add(
+                    self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs,
+                    lstm_states=self._last_lstm_states, masks=masks,
+                )  # fmt: skip
+                self._last_obs = new_obs
+                self._last_episode_starts = dones
+                self._last_lstm_states = lstm_states
+
+            with th.no_grad():
+                episode_starts = th.as_tensor(dones, dtype=th.float32, device=self.device)
+                source = lstm_states.vf if self.policy.lstm_critic is not None else lstm_states.pi
+                values = self.policy.predict_values(obs_as_tensor(new_obs, self.device), source, episode_starts)
+
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        self.timings["collect"] += time.perf_counter() - start
+        return True
+
+    def _record_timings(self, train_seconds: float) -> None:
+        self.timings["train"] += train_seconds
+        self.logger.record("time/collect_s", self.timings["collect"], exclude="stdout")
+        self.logger.record("time/train_s", self.timings["train"], exclude="stdout")

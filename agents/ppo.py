@@ -1,0 +1,210 @@
+"""Recurrent PPO over sequence chunks, replaying the dropout masks used at collection."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypeVar
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import FloatSchedule, explained_variance
+
+from agents.on_policy import RecurrentOnPolicyAlgorithm
+from agents.policies import CellLstmPolicy
+
+SelfRecurrentPPO = TypeVar("SelfRecurrentPPO", bound="RecurrentPPO")
+
+
+class RecurrentPPO(RecurrentOnPolicyAlgorithm):
+    """PPO (clip) with a recurrent policy whose memory is an ``rl_lstm`` cell.
+
+    The arguments and defaults are ``sb3_contrib.RecurrentPPO``'s, plus ``seq_len``: the update
+    replays each environment's rollout in chunks of ``seq_len`` steps (a divisor of ``n_steps``;
+    ``batch_size`` must be a multiple of it), each chunk starting from the memory state recorded
+    at collection, with the dropout masks recorded at collection. Before the first gradient step
+    the ratio of new to old probabilities is therefore exactly 1 (logged as
+    ``train/replay_max_abs_logp_diff``).
+    """
+
+    def __init__(
+        self,
+        policy: str | type[CellLstmPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 128,
+        batch_size: int = 128,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule = 0.2,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        target_kl: float | None = None,
+        seq_len: int | None = 32,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        seq_len = _check_sequence_sizes(n_steps, batch_size, seq_len)
+        super().__init__(
+            policy,
+            env,
+            seq_len=seq_len,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+        )
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.clip_range = clip_range
+        self.clip_range_vf = clip_range_vf
+        self.normalize_advantage = normalize_advantage
+        self.target_kl = target_kl
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self.clip_range = FloatSchedule(self.clip_range)
+        if self.clip_range_vf is not None:
+            if isinstance(self.clip_range_vf, (float, int)) and self.clip_range_vf <= 0:
+                raise ValueError(f"clip_range_vf={self.clip_range_vf}: expected a positive number, or None")
+            self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+
+    def train(self) -> None:
+        """Update the policy on the stored rollout: n_epochs passes over minibatches of chunks."""
+        start = time.perf_counter()
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)
+        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
+        entropy_losses, pg_losses, value_losses, clip_fractions = [], [], [], []
+        replay_diff = None
+        continue_training = True
+
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            for data in self.rollout_buffer.get(self.batch_size):
+                actions = data.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = actions.long().flatten()
+                values, log_prob, entropy = self.policy.evaluate_sequences(
+                    data.observations, actions, data.lstm_states, data.episode_starts, data.masks
+                )
+                if replay_diff is None:  # same parameters, same masks: the ratio must be 1
+                    replay_diff = (log_prob - data.old_log_prob).abs().max().item()
+                advantages = data.advantages
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+                ratio = th.exp(log_prob - data.old_log_prob)
+                policy_loss_1 = advantages * ratio
+                policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+                pg_losses.append(policy_loss.item())
+                clip_fractions.append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
+
+                if clip_range_vf is None:
+                    values_pred = values
+                else:
+                    values_pred = data.old_values + th.clamp(values - data.old_values, -clip_range_vf, clip_range_vf)
+                value_loss = F.mse_loss(data.returns, values_pred)
+                value_losses.append(value_loss.item())
+                entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+                entropy_losses.append(entropy_loss.item())
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+
+                with th.no_grad():
+                    log_ratio = log_prob - data.old_log_prob
+                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_divs.append(approx_kl_div)
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                    break
+
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
+        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
+        self.logger.record("train/value_loss", np.mean(value_losses))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_var)
+        self.logger.record("train/replay_max_abs_logp_diff", replay_diff)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+        self._record_timings(time.perf_counter() - start)
+
+    def learn(
+        self: SelfRecurrentPPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "RecurrentPPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfRecurrentPPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+
+def _check_sequence_sizes(n_steps: int, batch_size: int | None, seq_len: int | None) -> int:
+    """Check that chunks of ``seq_len`` tile ``n_steps`` and ``batch_size``; return seq_len."""
+    for name, value in (("n_steps", n_steps), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name}={value!r}: expected a positive integer")
+    if seq_len is None:
+        seq_len = n_steps
+    seq_len = min(seq_len, n_steps) if isinstance(seq_len, int) and not isinstance(seq_len, bool) else seq_len
+    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1 or n_steps % seq_len:
+        raise ValueError(f"seq_len={seq_len!r}: expected a positive divisor of n_steps={n_steps}")
+    if batch_size is not None and batch_size % seq_len:
+        raise ValueError(f"batch_size={batch_size}: expected a multiple of seq_len={seq_len}")
+    return seq_len
