@@ -18,7 +18,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.buffers import SequenceRolloutBuffer
-from agents.policies import CellLstmPolicy, RNNMasks
+from agents.policies import CellLstmPolicy
 
 
 class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):

@@ -141,7 +141,8 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         latent_pi, _ = self.lstm_actor(x, lstm_states.pi, episode_starts, masks.pi)
         latent_pi = latent_pi.flatten(0, 1)
         if self.lstm_critic is not None:
-            latent_vf, _ = self.lstm_critic(vf_features.reshape(seq_len, n_seq, -1), lstm_states.vf, episode_starts, masks.vf)
+            x_vf = vf_features.reshape(seq_len, n_seq, -1)
+            latent_vf, _ = self.lstm_critic(x_vf, lstm_states.vf, episode_starts, masks.vf)
             latent_vf = latent_vf.flatten(0, 1)
         elif self.shared_lstm:
             latent_vf = latent_pi.detach()  # as sb3-contrib: the critic's gradient stays out of the shared memory

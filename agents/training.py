@@ -22,7 +22,6 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 import yaml
-from torch import nn
 from sb3_contrib import RecurrentPPO as SB3RecurrentPPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -31,6 +30,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from torch import nn
 
 from agents.a2c import RecurrentA2C
 from agents.ppo import RecurrentPPO
@@ -297,7 +297,9 @@ def evaluate(model: BaseAlgorithm, config: TrainConfig, episodes: int, seed: int
     if train_env is not None:
         env = VecNormalize(env, training=False, norm_reward=False)
         env.obs_rms = train_env.obs_rms
-    returns, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True)
+    returns, lengths = evaluate_policy(
+        model, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True
+    )
     env.close()
     return {
         "mean_return": float(np.mean(returns)),

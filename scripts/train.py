@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=FIELD_DOCS["dropout"] + " Default: 0.1 for the dropout cells, else 0.")  # fmt: skip
     p.add_argument("--hidden-size", type=positive_int, default=d.hidden_size, help=FIELD_DOCS["hidden_size"])
     p.add_argument("--n-envs", type=positive_int, default=d.n_envs, help=FIELD_DOCS["n_envs"])
-    p.add_argument("--total-timesteps", type=positive_int, default=d.total_timesteps, help=FIELD_DOCS["total_timesteps"])
+    p.add_argument("--total-timesteps", type=positive_int, default=d.total_timesteps,
+                   help=FIELD_DOCS["total_timesteps"])
     p.add_argument("--seed", type=int, default=d.seed, help=FIELD_DOCS["seed"])
     p.add_argument("--eval-episodes", type=positive_int, default=d.eval_episodes, help=FIELD_DOCS["eval_episodes"])
     p.add_argument("--out", type=Path, default=None, help="Run folder (default: runs/ENV/ALGO-CELL-sSEED-TIME).")
@@ -81,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-package", action="append", default=[], metavar="MODULE",
                    help="Module imported before gym.make, to register its environments (repeatable).")
     p.add_argument("--hyperparams", nargs="+", default=[], metavar="YAML_OR_KEY=VALUE",
-                   help="Overrides of the algorithm's arguments: a YAML file, or key=value pairs (values read as YAML).")
-    p.add_argument("--normalize", action="store_true", help="Normalise observations (VecNormalize), saved with the model.")
+                   help="Overrides of the algorithm's arguments: a YAML file or key=value pairs (YAML values).")
+    p.add_argument("--normalize", action="store_true",
+                   help="Normalise observations (VecNormalize); saved with the model.")
     p.add_argument("--vec-env", choices=["dummy", "subproc"], default=d.vec_env, help="Vectorised environment class.")
     p.add_argument("--device", default=d.device, help="Torch device (cpu, cuda, auto).")
     p.add_argument("--threads", type=positive_int, default=d.threads, help="torch.set_num_threads for the run.")
