@@ -1,0 +1,159 @@
+"""scripts/train.py end to end: happy path, bad input, resume, signals, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agents import RecurrentPPO
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "scripts" / "train.py")
+TINY = [
+    "--n-envs", "2", "--hidden-size", "8", "--eval-episodes", "2", "--checkpoint-freq", "64",
+    "--hyperparams", "n_steps=16", "batch_size=32", "seq_len=16", "n_epochs=1",
+]  # fmt: skip
+
+
+def run(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, TRAIN, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs
+    )
+
+
+def test_happy_path_writes_the_run_folder(tmp_path):
+    out = tmp_path / "run"
+    proc = run("--env", "CartPole-v1", "--cell", "gal", "--total-timesteps", "256", "--out", str(out), *TINY)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("eval CartPole-v1 ppo/gal: mean_return=") and "over 2 episodes" in last
+    record = json.loads((out / "eval.json").read_text())
+    assert set(record) >= {"mean_return", "std_return", "episodes", "timesteps"}
+    assert record["episodes"] == 2 and record["timesteps"] >= 256
+    for name in ("model.zip", "config.yaml", "progress.csv", "checkpoints/last.zip", "checkpoints/last.json"):
+        assert (out / name).is_file(), name
+    assert list(out.glob("events.out.tfevents.*")), "TensorBoard events"
+    config = (out / "config.yaml").read_text()
+    assert "cell: gal" in config and "dropout: 0.1" in config and "n_steps: 16" in config
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--env", "CartPole-v9"], "closest registered ids: CartPole-v1"),
+        (["--cell", "gru"], "invalid choice: 'gru'"),
+        (["--dropout", "1.5"], r"invalid value '1.5': expected a number in [0, 1)"),
+        (["--hidden-size", "0"], "invalid value '0': expected a positive integer"),
+        (["--n-envs", "-2"], "invalid value '-2': expected a positive integer"),
+        (["--hyperparams", "n_stepz=8"], "hyperparams n_stepz: not arguments of RecurrentPPO"),
+        (["--hyperparams", "seq_len=7"], "seq_len=7: expected a positive divisor of n_steps=32"),
+        (["--env-package", "no_such_module_xyz"], "--env-package 'no_such_module_xyz': cannot import it"),
+        (["--resume", "/nonexistent/run"], "--resume '/nonexistent/run': expected a run folder"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(args, message, tmp_path):
+    proc = run(*args, "--total-timesteps", "64", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+
+
+def test_env_package_and_yaml_hyperparams(tmp_path):
+    (tmp_path / "my_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('MyCartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv', max_episode_steps=50)\n"
+    )
+    (tmp_path / "hp.yml").write_text("n_steps: 8\nlearning_rate: 0.0005\npolicy_kwargs:\n  net_arch: [16]\n")
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = run(
+        "--env", "MyCartPole-v0", "--env-package", "my_envs", "--algo", "a2c", "--cell", "ln-zoneout",
+        "--total-timesteps", "128", "--n-envs", "2", "--eval-episodes", "1", "--out", str(out),
+        "--hyperparams", str(tmp_path / "hp.yml"), "--no-tensorboard", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "eval MyCartPole-v0 a2c/ln-zoneout" in proc.stdout
+    assert not list(out.glob("events.out.tfevents.*"))
+
+
+def test_normalize_saves_statistics(tmp_path):
+    out = tmp_path / "run"
+    proc = run("--normalize", "--total-timesteps", "128", "--out", str(out), *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model_vecnormalize.pkl").is_file()
+    assert (out / "checkpoints" / "last_vecnormalize.pkl").is_file()
+
+
+def _start(out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, TRAIN, "--total-timesteps", "10000000", "--out", str(out), *TINY],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 90) -> int:
+    deadline = time.time() + timeout
+    marker = out / "checkpoints" / "last.json"
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        if marker.is_file():
+            steps = json.loads(marker.read_text())["timesteps"]
+            if steps >= 128:
+                return steps
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("no checkpoint written")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
+def test_signal_saves_the_model(sig, code, tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out)
+    _wait_for_checkpoint(proc, out)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert (out / "model.zip").is_file()
+    saved = json.loads((out / "checkpoints" / "last.json").read_text())["timesteps"]
+    assert saved >= 128
+
+
+def test_sigkill_keeps_last_checkpoint_and_resume_carries_on(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out)
+    steps = _wait_for_checkpoint(proc, out)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert not (out / "model.zip").exists()
+    steps = RecurrentPPO.load(out / "checkpoints" / "last.zip", device="cpu").num_timesteps  # complete and loadable
+    assert steps >= 128
+    target = steps + 128
+    proc = run("--resume", str(out), "--total-timesteps", str(target), "--out", str(out), *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert f"({target - steps} steps to go)" in proc.stdout
+    record = json.loads((out / "eval.json").read_text())
+    assert target <= record["timesteps"] < target + 64
+
+
+def _curve(out: Path) -> list[tuple[str, str]]:
+    with open(out / "progress.csv") as f:
+        return [(r["time/total_timesteps"], r.get("rollout/ep_rew_mean", "")) for r in csv.DictReader(f)]
+
+
+def test_same_seed_same_learning_curve(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        proc = run("--cell", "moon", "--dropout", "0.3", "--total-timesteps", "384", "--seed", "3", "--out", str(out),
+                   *TINY)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        results.append((_curve(out), json.loads((out / "eval.json").read_text())["mean_return"]))
+    assert results[0] == results[1]
+    assert len(results[0][0]) >= 5
