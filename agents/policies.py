@@ -138,11 +138,11 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         seq_len, n_seq = episode_starts.shape
         pi_features, vf_features = (features, features) if self.share_features_extractor else features
         x = pi_features.reshape(seq_len, n_seq, -1)
-        latent_pi, _ = self.lstm_actor(x, lstm_states.pi, episode_starts, masks.pi)
+        latent_pi, _ = self.lstm_actor(x, lstm_states.pi, episode_starts, masks.pi, need_state=False)
         latent_pi = latent_pi.flatten(0, 1)
         if self.lstm_critic is not None:
             x_vf = vf_features.reshape(seq_len, n_seq, -1)
-            latent_vf, _ = self.lstm_critic(x_vf, lstm_states.vf, episode_starts, masks.vf)
+            latent_vf, _ = self.lstm_critic(x_vf, lstm_states.vf, episode_starts, masks.vf, need_state=False)
             latent_vf = latent_vf.flatten(0, 1)
         elif self.shared_lstm:
             latent_vf = latent_pi.detach()  # as sb3-contrib: the critic's gradient stays out of the shared memory

@@ -41,6 +41,8 @@ class RecurrentLayer(nn.Module):
             row's state is zeroed before the step and its per-episode masks are resampled.
         masks: ``(seq_len, batch, mask_width)`` masks to use instead of sampling, e.g. the
             :attr:`last_masks` of an earlier call, to re-run the same steps exactly.
+        need_state: when False the final state is not wanted: forward returns ``(output, None)``
+            and may take a faster path (as ``need_weights`` in ``nn.MultiheadAttention``).
 
     Returns ``output`` ``(seq_len, batch, hidden_size)`` and the final ``(h, c)``.
 
@@ -182,7 +184,9 @@ class RecurrentLayer(nn.Module):
         hidden: Hidden | None = None,
         episode_starts: Tensor | None = None,
         masks: Tensor | None = None,
-    ) -> tuple[Tensor, Hidden]:
+        *,
+        need_state: bool = True,
+    ) -> tuple[Tensor, Hidden | None]:
         seq_len, batch = self._check_input(x)
         h, c = self._check_hidden(hidden, batch, x)
         starts = self._check_starts(episode_starts, seq_len, batch)
@@ -193,11 +197,14 @@ class RecurrentLayer(nn.Module):
         elif self.masks_active:
             masks = self._draw_masks(seq_len, batch, starts, fresh=hidden is None)
         self.last_masks = masks
-        output, h, c = self._run(x, h, c, starts, masks)
-        return output, (h.unsqueeze(0), c.unsqueeze(0))
+        output, h, c = self._run(x, h, c, starts, masks, need_state)
+        return output, ((h.unsqueeze(0), c.unsqueeze(0)) if need_state else None)
 
-    def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None):
-        """The time loop: ``x`` (T, B, I), ``h``/``c`` (B, H) -> output (T, B, H), h, c."""
+    def _run(
+        self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state: bool = True
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The time loop: ``x`` (T, B, I), ``h``/``c`` (B, H) -> output (T, B, H), h, c. A
+        subclass may return None for h and c when ``need_state`` is False."""
         xw = self._project_input(x)  # (T, B, 4H): the input projection for all steps at once
         step_masks = [None] * x.shape[0] if masks is None else masks.unbind(0)
         reset = reset_steps(starts, x.dtype)
@@ -288,6 +295,38 @@ def run_segments(
         out, h, c = run(x[a:b], h, c)
         outputs.append(out)
     return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)), h, c
+
+
+def run_pieces(
+    run: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]],
+    x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    starts: Tensor,
+) -> Tensor:
+    """Run a whole-sequence kernel once, each piece of a row between episode starts in a row of
+    its own; returns the output only (the pieces' final states are past their padding).
+
+    Every piece is left-aligned and zero-padded to the longest, so one kernel call replaces the
+    one call per stretch of :func:`run_segments`; padding at the end of a piece cannot change its
+    earlier outputs. A piece starts from the row's given state, or from zeros at an episode start.
+    """
+    seq_len, batch = starts.shape
+    cut = starts.clone()
+    cut[0] = True
+    piece = cut.t().reshape(-1).cumsum(0) - 1  # (batch * seq_len,) row-major: piece of (b, t)
+    n_pieces = int(piece[-1]) + 1
+    pos = torch.arange(batch * seq_len, device=x.device)
+    first = torch.zeros(n_pieces, dtype=torch.long, device=x.device)
+    first = first.scatter_reduce(0, piece, pos, "amin", include_self=False)  # (n_pieces,) first (b, t)
+    longest = int(torch.bincount(piece).max())
+    # row of (b, t) in the padded (longest * n_pieces) layout, listed in x's time-major order
+    dest = ((pos - first[piece]) * n_pieces + piece).reshape(batch, seq_len).t().reshape(-1)
+    padded = x.new_zeros(longest * n_pieces, x.shape[2]).index_copy(0, dest, x.reshape(seq_len * batch, -1))
+    row, t0 = first // seq_len, first % seq_len
+    keep = (~starts[t0, row]).to(x.dtype).unsqueeze(-1)  # zeros for pieces that begin an episode
+    out, _, _ = run(padded.reshape(longest, n_pieces, -1), h.index_select(0, row) * keep, c.index_select(0, row) * keep)
+    return out.reshape(longest * n_pieces, -1).index_select(0, dest).reshape(seq_len, batch, -1)
 
 
 class LSTMParameters(RecurrentLayer):

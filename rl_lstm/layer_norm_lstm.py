@@ -60,7 +60,7 @@ class LayerNormLSTM(LSTM):
     def _normalize_cell(self, c: Tensor) -> Tensor:
         return self.ln_c(c)
 
-    def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None):
+    def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state=True):
         # No fused kernel computes this math: always the step loop.
         return RecurrentLayer._run(self, x, h, c, starts, masks)
 

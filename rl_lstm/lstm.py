@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rl_lstm.base import LSTMParameters, reset_steps, run_segments
+from rl_lstm.base import LSTMParameters, reset_steps, run_pieces, run_segments
 
 
 class LSTM(LSTMParameters):
@@ -73,9 +73,12 @@ class LSTM(LSTMParameters):
         )  # fmt: skip
         return out, h[0], c[0]
 
-    def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None):
+    #: Use PyTorch's fused kernels where the math allows (False: the step-by-step loop, the reference).
+    fused = True
+
+    def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state=True):
         site = self.mask_spec.site
-        if site in ("cell", "candidate") and masks is not None:
+        if not self.fused or site in ("cell", "candidate") and masks is not None:
             return super()._run(x, h, c, starts, masks)  # the mask sits inside the step's math
         if site == "output" or masks is None and site != "zoneout" or self.dropout == 0.0:
             # The carried state is nn.LSTM's: fused kernels, then the output mask.
@@ -85,8 +88,10 @@ class LSTM(LSTMParameters):
                     h, c = h * keep, c * keep
                 h, c = self._lstm_cell(x[0], h, c)
                 out = h.unsqueeze(0)
-            else:
+            elif need_state or starts is None:
                 out, h, c = run_segments(self._fused, x, h, c, starts)
+            else:
+                out, h, c = run_pieces(self._fused, x, h, c, starts), None, None
             return (out if masks is None else out * masks), h, c
         # Gal and zoneout: a standard step, then the mask on the finished state.
         step_masks = [None] * x.shape[0] if masks is None else masks.unbind(0)

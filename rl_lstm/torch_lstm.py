@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from rl_lstm.base import RecurrentLayer, run_segments
+from rl_lstm.base import RecurrentLayer, run_pieces, run_segments
 
 
 class TorchLSTM(RecurrentLayer):
@@ -38,6 +38,9 @@ class TorchLSTM(RecurrentLayer):
         out, (h, c) = self.lstm(x, (h.unsqueeze(0), c.unsqueeze(0)))
         return out, h[0], c[0]
 
-    def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None):
-        out, h, c = run_segments(self._lstm, x, h, c, starts)
+    def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state=True):
+        if need_state or starts is None:
+            out, h, c = run_segments(self._lstm, x, h, c, starts)
+        else:
+            out, h, c = run_pieces(self._lstm, x, h, c, starts), None, None
         return (out if masks is None else out * masks), h, c

@@ -358,3 +358,46 @@ def test_bad_forward_arguments(name):
     for args, match in cases:
         with pytest.raises(ValueError, match=match):
             cell(*args)
+
+
+# ---------------------------------------------------------------- fast paths
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("need_state", [True, False])
+def test_fast_sequence_path_gradients_equal_step_by_step(name, need_state):
+    """The whole-sequence call (fused kernels, one call per stretch or one padded call over the
+    pieces) gives the outputs and gradients of the step-at-a-time path, in float64, with
+    episode starts inside the sequences."""
+    cell = make_cell(name, 3, 5, dropout=0.5).double()
+    x = torch.randn(16, 4, 3, dtype=torch.float64, requires_grad=True)
+    hidden = _states(4, 5, torch.float64)
+    starts = torch.zeros(16, 4)
+    starts[0, 1] = starts[3, 0] = starts[3, 2] = starts[9, 1] = starts[15, 3] = 1
+    cell(x.detach(), hidden, starts)
+    masks = cell.last_masks
+    weights = torch.randn(16, 4, 5, dtype=torch.float64)
+
+    def grads(out):
+        params = [x, *cell.parameters()]
+        return torch.autograd.grad((out * weights).sum(), params)
+
+    out, state = cell(x, hidden, starts, masks, need_state=need_state)
+    assert (state is None) != need_state
+    steps, s = [], hidden
+    for t in range(16):
+        o, s = cell(x[t : t + 1], s, starts[t : t + 1], masks[t : t + 1])
+        steps.append(o)
+    ref = torch.cat(steps)
+    torch.testing.assert_close(out, ref)
+    for g, g_ref in zip(grads(out), grads(ref), strict=True):
+        torch.testing.assert_close(g, g_ref)
+    if need_state:
+        torch.testing.assert_close(state[1], s[1])
+
+
+def test_unfused_lstm_is_the_same_function():
+    cell = make_cell("lstm", 3, 5, dropout=0.5).double()
+    x, starts = torch.randn(12, 3, 3, dtype=torch.float64), _starts(12, 3, 0.3)
+    out, _ = cell(x, None, starts)
+    cell.fused = False
+    slow, _ = cell(x, None, starts, masks=cell.last_masks)
+    torch.testing.assert_close(out, slow)
