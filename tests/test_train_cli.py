@@ -68,7 +68,8 @@ def test_bad_input_exits_2_with_a_message(args, message, tmp_path):
 def test_env_package_and_yaml_hyperparams(tmp_path):
     (tmp_path / "my_envs.py").write_text(
         "import gymnasium as gym\n"
-        "gym.register('MyCartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv', max_episode_steps=50)\n"
+        "gym.register('MyCartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv',\n"
+        "             max_episode_steps=50)\n"
     )
     (tmp_path / "hp.yml").write_text("n_steps: 8\nlearning_rate: 0.0005\npolicy_kwargs:\n  net_arch: [16]\n")
     out = tmp_path / "run"
