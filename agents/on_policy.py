@@ -4,6 +4,8 @@ memory states and the dropout masks each step was taken with."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,6 +21,16 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.buffers import SequenceRolloutBuffer
 from agents.policies import CellLstmPolicy
+
+
+@contextmanager
+def _distribution_checks(enabled: bool) -> Iterator[None]:
+    before = th.distributions.Distribution._validate_args
+    th.distributions.Distribution.set_default_validate_args(enabled)
+    try:
+        yield
+    finally:
+        th.distributions.Distribution.set_default_validate_args(before)
 
 
 class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
@@ -87,7 +99,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         lstm_states = self._last_lstm_states
         value_memory = self.policy.value_memory()
 
-        with self.policy.masks_active():
+        # Argument checks of torch.distributions cost more than the memory at each step; a NaN
+        # still fails loudly in the sampling.
+        with self.policy.masks_active(), _distribution_checks(False):
             while n_steps < n_rollout_steps:
                 if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                     self.policy.reset_noise(env.num_envs)

@@ -57,6 +57,9 @@ class LayerNormLSTM(LSTM):
         hw = F.linear(h, self.weight_hh)
         return self.ln_hh(hw) if self.ln_preact else hw
 
+    def _gates(self, xw: Tensor, h: Tensor) -> Tensor:
+        return xw + self._project_hidden(h)
+
     def _normalize_cell(self, c: Tensor) -> Tensor:
         return self.ln_c(c)
 

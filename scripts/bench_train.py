@@ -8,9 +8,15 @@ ratios to the reference row of each block:
 
 - ``ppo``: stock ``sb3_contrib.RecurrentPPO`` (nn.LSTM) against ``agents.RecurrentPPO`` with every
   registry cell (dropout 0.1, masks on);
-- ``a2c``: stock RecurrentPPO configured as A2C (n_steps 5, one epoch on the whole rollout,
-  RMSprop, lr 7e-4, gae_lambda 1, no advantage normalisation) against ``agents.RecurrentA2C``;
+- ``a2c``: stock RecurrentPPO configured as A2C (one epoch on the whole rollout, RMSprop, lr 7e-4,
+  gae_lambda 1, no advantage normalisation, no clipping) against ``agents.RecurrentA2C``, with
+  A2C's n_steps 5 and with the ppo block's 128;
 - ``mlp64``: SB3 PPO with an MLP against ``agents.RecurrentPPO`` with a 64-unit ``lstm``.
+
+Rates are env-steps per CPU-second of the process (``time.process_time``): with one torch thread
+and in-process environments that is the uncontended wall-clock rate, and it stays meaningful on a
+machine shared with other work; wall-clock rates are recorded beside them. With several threads
+CPU time adds up over threads, so the 2-thread table reports wall-clock rates.
 
 Each run learns for ``--budget`` steps from the same seed, so every row sees episodes of similar
 lengths (stock's cost grows with episode length: it pads sequences and steps nn.LSTM one step at
@@ -43,7 +49,7 @@ from rl_lstm import CELLS  # noqa: E402
 
 PPO_KWARGS = dict(n_steps=128, batch_size=256, n_epochs=10)
 A2C_AS_PPO = dict(
-    n_steps=5, batch_size=40, n_epochs=1, learning_rate=7e-4, gae_lambda=1.0, normalize_advantage=False,
+    n_epochs=1, learning_rate=7e-4, gae_lambda=1.0, normalize_advantage=False,
     clip_range=1e9, max_grad_norm=0.5, policy_kwargs=dict(optimizer_class=th.optim.RMSprop,
                                                           optimizer_kwargs=dict(alpha=0.99, eps=1e-5)),
 )  # fmt: skip
@@ -69,11 +75,14 @@ def rows(cells: list[str], dropout: float, hidden: int) -> list[Row]:
         p = dict(cell=cell, dropout=dropout if cell != "lstm" else 0.0, lstm_hidden_size=hidden)
         out.append(Row("ppo", f"agents.RecurrentPPO {cell}", RecurrentPPO, "CellLstmPolicy",
                        dict(PPO_KWARGS, seq_len=32, policy_kwargs=p)))  # fmt: skip
-    stock_a2c = dict(A2C_AS_PPO, policy_kwargs=dict(A2C_AS_PPO["policy_kwargs"], lstm_hidden_size=hidden))
-    out.append(Row("a2c", "stock RecurrentPPO as A2C (nn.LSTM)", SB3RecurrentPPO, "MlpLstmPolicy", stock_a2c,
-                   reference=True))  # fmt: skip
-    out.append(Row("a2c", "agents.RecurrentA2C lstm", RecurrentA2C, "CellLstmPolicy",
-                   dict(policy_kwargs=dict(cell="lstm", lstm_hidden_size=hidden))))  # fmt: skip
+    for n_steps in (5, 128):  # A2C's own default, and the PPO block's rollout length
+        block = f"a2c n_steps={n_steps}"
+        stock_a2c = dict(A2C_AS_PPO, n_steps=n_steps, batch_size=n_steps * 8,
+                         policy_kwargs=dict(A2C_AS_PPO["policy_kwargs"], lstm_hidden_size=hidden))  # fmt: skip
+        out.append(Row(block, "stock RecurrentPPO as A2C (nn.LSTM)", SB3RecurrentPPO, "MlpLstmPolicy", stock_a2c,
+                       reference=True))  # fmt: skip
+        out.append(Row(block, "agents.RecurrentA2C lstm", RecurrentA2C, "CellLstmPolicy",
+                       dict(n_steps=n_steps, policy_kwargs=dict(cell="lstm", lstm_hidden_size=hidden))))  # fmt: skip
     out.append(Row("mlp64", "SB3 PPO MLP (64, 64)", PPO, "MlpPolicy",
                    dict(PPO_KWARGS, policy_kwargs=dict(net_arch=[64, 64])), reference=True))  # fmt: skip
     out.append(Row("mlp64", "agents.RecurrentPPO lstm 64", RecurrentPPO, "CellLstmPolicy",
@@ -82,7 +91,7 @@ def rows(cells: list[str], dropout: float, hidden: int) -> list[Row]:
 
 
 def timed(algo: type) -> type:
-    """A subclass of ``algo`` that adds up the seconds spent collecting and updating."""
+    """A subclass of ``algo`` that adds up the CPU seconds spent collecting and updating."""
 
     class Timed(algo):
         def _setup_model(self) -> None:
@@ -90,16 +99,16 @@ def timed(algo: type) -> type:
             self.bench_times = {"collect": 0.0, "train": 0.0}
 
         def collect_rollouts(self, *args, **kwargs):
-            start = time.perf_counter()
+            start = time.process_time()
             try:
                 return super().collect_rollouts(*args, **kwargs)
             finally:
-                self.bench_times["collect"] += time.perf_counter() - start
+                self.bench_times["collect"] += time.process_time() - start
 
         def train(self) -> None:
-            start = time.perf_counter()
+            start = time.process_time()
             super().train()
-            self.bench_times["train"] += time.perf_counter() - start
+            self.bench_times["train"] += time.process_time() - start
 
     Timed.__name__ = f"Timed{algo.__name__}"
     return Timed
@@ -109,16 +118,18 @@ def run_once(row: Row, budget: int, threads: int, seed: int) -> dict[str, float]
     th.set_num_threads(threads)
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = timed(row.algo)(row.policy, env, seed=seed, device="cpu", **row.kwargs)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.learn(budget)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     env.close()
     return {
         "steps": model.num_timesteps,
         "wall_s": wall,
+        "cpu_s": cpu,
         "collect_s": model.bench_times["collect"],
         "train_s": model.bench_times["train"],
         "steps_per_s": model.num_timesteps / wall,
+        "steps_per_cpu_s": model.num_timesteps / cpu,
     }
 
 
@@ -147,18 +158,20 @@ def report(all_rows: dict[int, list[Row]], settings: dict[str, Any]) -> str:
     ]
     for threads, rs in all_rows.items():
         lines += [f"## {threads} torch thread(s)", ""]
+        key = "steps_per_cpu_s" if threads == 1 else "steps_per_s"
+        unit = "env-steps per CPU-s" if threads == 1 else "env-steps/s (wall)"
         for block in dict.fromkeys(r.block for r in rs):
             block_rows = [r for r in rs if r.block == block]
             ref = next(r for r in block_rows if r.reference)
-            ref_sps = statistics.median(x["steps_per_s"] for x in ref.results)
+            ref_sps = statistics.median(x[key] for x in ref.results)
             lines += [
                 f"### {block}",
                 "",
-                "| configuration | env-steps/s (min-max) | collect s | update s | x reference |",
+                f"| configuration | {unit} (min-max) | collect CPU-s | update CPU-s | x reference |",
                 "| --- | --- | --- | --- | --- |",
             ]
             for r in block_rows:
-                sps = [x["steps_per_s"] for x in r.results]
+                sps = [x[key] for x in r.results]
                 med = statistics.median(sps)
                 lines.append(
                     f"| {r.name} | {med:.0f} ({min(sps):.0f}-{max(sps):.0f}) "
