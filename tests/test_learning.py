@@ -23,3 +23,21 @@ def test_memory_is_learned_where_a_memoryless_policy_fails(tmp_path):
     mlp = train(TrainConfig(algo="ppo-mlp", hyperparams=NOVEL, **common), tmp_path / "mlp", log=lambda s: None)
     assert mlp["mean_return"] < 150, mlp
     assert recurrent["mean_return"] >= 400, recurrent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cli_default_solves_cartpole_with_gal(seed, tmp_path):
+    """The Quick start's run (`--env CartPole-v1 --cell gal`, 100k steps, dropout 0.1) reaches 450."""
+    record = train(TrainConfig(cell="gal", dropout=0.1, seed=seed, tensorboard=False), tmp_path, log=lambda s: None)
+    assert record["mean_return"] >= 450, record
+
+
+@pytest.mark.slow
+def test_a2c_learns_the_t_maze(tmp_path):
+    """TMaze-Easy-v0 (corridor 4): the cue must be remembered to the junction; a memoryless
+    policy expects 0.5."""
+    config = TrainConfig(env="TMaze-Easy-v0", algo="a2c", cell="lstm", total_timesteps=60_000, eval_episodes=50,
+                         hyperparams=dict(ent_coef=0.01), tensorboard=False)  # fmt: skip
+    record = train(config, tmp_path, log=lambda s: None)
+    assert record["mean_return"] >= 0.95, record
