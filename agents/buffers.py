@@ -104,17 +104,10 @@ class SequenceRolloutBuffer(RolloutBuffer):
         per_batch = n_chunks if batch_size is None else batch_size // self.seq_len
         if per_batch < 1:
             raise ValueError(f"batch_size={batch_size}: expected at least seq_len={self.seq_len}")
-        data = {
-            "observations": self._chunks(self.observations),
-            "actions": self._chunks(self.actions),
-            "old_values": self._chunks(self.values),
-            "old_log_prob": self._chunks(self.log_probs),
-            "advantages": self._chunks(self.advantages),
-            "returns": self._chunks(self.returns),
-            "episode_starts": self._chunks(self.episode_starts),
-        }
-        first = self.to_torch(np.stack([s[:: self.seq_len].reshape(n_chunks, -1) for s in self.states]))
-        masks = [None if m is None else self._chunks(m) for m in self.masks]
+        if not self.generator_ready:  # chunk the rollout once, for all epochs
+            self._chunked = self._chunk_all(n_chunks)
+            self.generator_ready = True
+        data, first, masks = self._chunked
         order = th.randperm(n_chunks, device=self.device)
         for start in range(0, n_chunks, per_batch):
             idx = order[start : start + per_batch]
@@ -131,3 +124,19 @@ class SequenceRolloutBuffer(RolloutBuffer):
                 episode_starts=d["episode_starts"],
                 masks=RNNMasks(*(None if m is None else m.index_select(1, idx) for m in masks)),
             )
+
+    def _chunk_all(self, n_chunks: int) -> tuple[dict[str, th.Tensor], th.Tensor, list[th.Tensor | None]]:
+        """The whole rollout as chunks: per-step tensors (seq_len, n_chunks, ...), the states before
+        each chunk (4, n_chunks, H) and the masks (seq_len, n_chunks, W)."""
+        data = {
+            "observations": self._chunks(self.observations),
+            "actions": self._chunks(self.actions),
+            "old_values": self._chunks(self.values),
+            "old_log_prob": self._chunks(self.log_probs),
+            "advantages": self._chunks(self.advantages),
+            "returns": self._chunks(self.returns),
+            "episode_starts": self._chunks(self.episode_starts),
+        }
+        first = self.to_torch(np.stack([s[:: self.seq_len].reshape(n_chunks, -1) for s in self.states]))
+        masks = [None if m is None else self._chunks(m) for m in self.masks]
+        return data, first, masks

@@ -97,7 +97,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
         lstm_states = self._last_lstm_states
-        value_memory = self.policy.value_memory()
+        # The value comes from the critic's memory, or the actor's when it is shared (or absent).
+        critic_memory = self.policy.lstm_critic is not None
 
         # Argument checks of torch.distributions cost more than the memory at each step; a NaN
         # still fails loudly in the sampling.
@@ -132,10 +133,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                         "TimeLimit.truncated", False
                     ):
                         terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
-                        source = lstm_states.vf if self.policy.lstm_critic is not None else lstm_states.pi
-                        row_mask = None
-                        if value_memory is not None and value_memory.last_masks is not None:
-                            row_mask = (masks.vf if self.policy.lstm_critic is not None else masks.pi)[:, idx : idx + 1]
+                        source = lstm_states.vf if critic_memory else lstm_states.pi
+                        value_masks = masks.vf if critic_memory else masks.pi
+                        row_mask = None if value_masks is None else value_masks[:, idx : idx + 1]
                         with th.no_grad():
                             terminal_value = self.policy.predict_values(
                                 terminal_obs,
@@ -155,7 +155,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
             with th.no_grad():
                 episode_starts = th.as_tensor(dones, dtype=th.float32, device=self.device)
-                source = lstm_states.vf if self.policy.lstm_critic is not None else lstm_states.pi
+                source = lstm_states.vf if critic_memory else lstm_states.pi
                 values = self.policy.predict_values(obs_as_tensor(new_obs, self.device), source, episode_starts)
 
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)

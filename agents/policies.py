@@ -11,7 +11,6 @@ from gymnasium import spaces
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.type_aliases import Schedule
-from torch import nn
 
 from rl_lstm import CELLS, RecurrentLayer, make_cell
 
@@ -189,9 +188,3 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         else:
             latent_vf = self.critic(features)
         return self.value_net(self.mlp_extractor.forward_critic(latent_vf))
-
-    def value_memory(self) -> nn.Module | None:
-        """The memory whose masks :meth:`predict_values` takes."""
-        if self.lstm_critic is not None:
-            return self.lstm_critic
-        return self.lstm_actor if self.shared_lstm else None
