@@ -28,7 +28,7 @@ VOLATILE = {"wall_time_s", "env_steps_per_s", "eval", "attempts", "errors"}
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # always a fresh local instance
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--workers", "2", *args],
+        [sys.executable, str(SCRIPT), "--quick", "--envs", "TMaze-Easy-v0", "--workers", "2", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -48,16 +48,16 @@ def test_ray_backend_makes_the_local_records_retries_and_resumes(tmp_path):
 
     # On Ray (a local instance of 2 CPUs): one run raises twice (retried, ok at the third attempt), one
     # loses its worker once (retried, ok), one raises more often than the retries allow (failed).
-    hook = "TMaze-Easy-v0/ppo-gal:2,RepeatPrevious-Easy-v0/ppo-lstm:1:exit,RepeatPrevious-Easy-v0/ppo-mlp:3"
+    hook = "TMaze-Easy-v0/ppo-gal:2,TMaze-Easy-v0/ppo-lstm:1:exit,TMaze-Easy-v0/ppo-mlp:3"
     out = tmp_path / "ray"
     proc = bench("--backend", "ray", "--retries", "2", "--out", str(out), env={FAIL_ENV: hook})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     got = records(out)
     assert set(got) == set(expected)
-    failed = got.pop("RepeatPrevious-Easy-v0/ppo-mlp-s0.json")
+    failed = got.pop("TMaze-Easy-v0/ppo-mlp-s0.json")
     assert failed["status"] == "failed" and failed["attempts"] == 3 and "forced failure" in failed["error"]
     assert got["TMaze-Easy-v0/ppo-gal-s0.json"]["attempts"] == 3
-    assert got["RepeatPrevious-Easy-v0/ppo-lstm-s0.json"]["attempts"] == 2
+    assert got["TMaze-Easy-v0/ppo-lstm-s0.json"]["attempts"] == 2
     for name, record in got.items():
         reference = expected[name]
         assert set(record) == set(reference), name
@@ -72,8 +72,8 @@ def test_ray_backend_makes_the_local_records_retries_and_resumes(tmp_path):
     proc = bench("--backend", "ray", "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 run(s) to make" in proc.stdout and proc.stdout.count("skipped ") == len(expected) - 1
-    redone = records(out)["RepeatPrevious-Easy-v0/ppo-mlp-s0.json"]
-    reference = expected["RepeatPrevious-Easy-v0/ppo-mlp-s0.json"]
+    redone = records(out)["TMaze-Easy-v0/ppo-mlp-s0.json"]
+    reference = expected["TMaze-Easy-v0/ppo-mlp-s0.json"]
     assert redone["status"] == "ok" and redone["final_return_mean"] == reference["final_return_mean"]
     assert redone["curve"] == reference["curve"]
 
