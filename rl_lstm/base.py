@@ -303,13 +303,16 @@ def run_pieces(
     h: Tensor,
     c: Tensor,
     starts: Tensor,
+    fill: float = 0.5,
 ) -> Tensor:
-    """Run a whole-sequence kernel once, each piece of a row between episode starts in a row of
-    its own; returns the output only (the pieces' final states are past their padding).
+    """Run a whole-sequence kernel over each piece of a row between episode starts as a row of
+    its own; returns the output only (the pieces' final states lie past their padding).
 
-    Every piece is left-aligned and zero-padded to the longest, so one kernel call replaces the
-    one call per stretch of :func:`run_segments`; padding at the end of a piece cannot change its
-    earlier outputs. A piece starts from the row's given state, or from zeros at an episode start.
+    Pieces are left-aligned and zero-padded (padding after a piece cannot change its outputs),
+    in buckets of similar lengths: a piece shorter than ``fill`` times its bucket's longest opens
+    a new bucket. So a few kernel calls replace the one call per stretch of :func:`run_segments`,
+    and little of the compute goes to padding. A piece starts from the row's given state, or
+    from zeros at an episode start.
     """
     seq_len, batch = starts.shape
     cut = starts.clone()
@@ -319,14 +322,41 @@ def run_pieces(
     pos = torch.arange(batch * seq_len, device=x.device)
     first = torch.zeros(n_pieces, dtype=torch.long, device=x.device)
     first = first.scatter_reduce(0, piece, pos, "amin", include_self=False)  # (n_pieces,) first (b, t)
-    longest = int(torch.bincount(piece).max())
-    # row of (b, t) in the padded (longest * n_pieces) layout, listed in x's time-major order
-    dest = ((pos - first[piece]) * n_pieces + piece).reshape(batch, seq_len).t().reshape(-1)
-    padded = x.new_zeros(longest * n_pieces, x.shape[2]).index_copy(0, dest, x.reshape(seq_len * batch, -1))
+    lengths = torch.bincount(piece, minlength=n_pieces)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    # Buckets over the pieces sorted by length: (first sorted index, count, longest).
+    buckets: list[tuple[int, int, int]] = []
+    for k, length in enumerate(lengths[order].tolist()):
+        if not buckets or length < fill * buckets[-1][2]:
+            buckets.append((k, 0, length))
+        start, count, longest = buckets[-1]
+        buckets[-1] = (start, count + 1, longest)
+    # Row of each piece's step 0 in the concatenated padded layouts; bucket b is (longest, count).
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n_pieces, device=x.device)
+    base = torch.empty(n_pieces, dtype=torch.long, device=x.device)
+    stride = torch.empty(n_pieces, dtype=torch.long, device=x.device)
+    offset = 0
+    for start, count, longest in buckets:
+        members = order[start : start + count]
+        base[members] = offset + rank[members] - start
+        stride[members] = count
+        offset += longest * count
+    # row of (b, t), listed in x's time-major order
+    dest = (base[piece] + (pos - first[piece]) * stride[piece]).reshape(batch, seq_len).t().reshape(-1)
+    padded = x.new_zeros(offset, x.shape[2]).index_copy(0, dest, x.reshape(seq_len * batch, -1))
     row, t0 = first // seq_len, first % seq_len
     keep = (~starts[t0, row]).to(x.dtype).unsqueeze(-1)  # zeros for pieces that begin an episode
-    out, _, _ = run(padded.reshape(longest, n_pieces, -1), h.index_select(0, row) * keep, c.index_select(0, row) * keep)
-    return out.reshape(longest * n_pieces, -1).index_select(0, dest).reshape(seq_len, batch, -1)
+    h0, c0 = h.index_select(0, row) * keep, c.index_select(0, row) * keep
+    outputs, offset = [], 0
+    for start, count, longest in buckets:
+        members = order[start : start + count]
+        xb = padded[offset : offset + longest * count].reshape(longest, count, -1)
+        out, _, _ = run(xb, h0.index_select(0, members), c0.index_select(0, members))
+        outputs.append(out.reshape(longest * count, -1))
+        offset += longest * count
+    flat = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    return flat.index_select(0, dest).reshape(seq_len, batch, -1)
 
 
 class LSTMParameters(RecurrentLayer):
