@@ -93,12 +93,20 @@ class LSTM(LSTMParameters):
                     h, c = h * keep, c * keep
                 h, c = self._lstm_cell(x[0], h, c)
                 out = h.unsqueeze(0)
-            elif need_state or starts is None:
-                out, h, c = run_segments(self._fused, x, h, c, starts)
-            else:
+            elif starts is None:
+                out, h, c = self._fused(x, h, c)
+            elif not need_state:
                 out, h, c = run_pieces(self._fused, x, h, c, starts), None, None
+            elif int(starts.any(1).sum()) > x.shape[0] // 16:
+                return self._cell_loop(x, h, c, starts, masks)  # many stretches: one fused call each costs more
+            else:
+                out, h, c = run_segments(self._fused, x, h, c, starts)
             return (out if masks is None else out * masks), h, c
-        # Gal and zoneout: a standard step, then the mask on the finished state.
+        return self._cell_loop(x, h, c, starts, masks)
+
+    def _cell_loop(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None):
+        """A ``torch.lstm_cell`` per step, then the masks that act on a finished step (Gal, zoneout,
+        output)."""
         step_masks = [None] * x.shape[0] if masks is None else masks.unbind(0)
         reset = reset_steps(starts, x.dtype)
         outputs = []
@@ -121,7 +129,12 @@ class GalLSTM(LSTM):
 
 class MoonLSTM(LSTM):
     """LSTM with RNNDrop (Moon et al. 2015, *RNNDrop: A Novel Dropout for RNNs in ASR*): one
-    0/1 mask per episode on the cell state c_t."""
+    0/1 mask per episode on the cell state c_t.
+
+    The mask is not scaled by 1/(1-p): it multiplies the carried c at every step, so scaling
+    would compound as (f/(1-p))^t. Eval mode runs the un-dropped cell, which is therefore not
+    the expectation of training (kept units are not rescaled); at large p the two differ.
+    """
 
     __init__ = partialmethod(LSTM.__init__, dropout_method="moon")
 

@@ -68,8 +68,9 @@ def sample_masks(
     spec: MaskSpec, p: float, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     """Draw masks of ``shape`` (last dim = width * hidden_size) with the global torch generator."""
-    masks = torch.empty(shape, dtype=dtype, device=device)
+    # Uniform draws compared in place: several times faster than bernoulli_ on CPU.
+    u = torch.rand(shape, dtype=dtype, device=device)
     if spec.site == "zoneout":
-        return masks.bernoulli_(p)
-    masks.bernoulli_(1.0 - p)
-    return masks.div_(1.0 - p) if spec.inverted else masks
+        return u.lt_(p)  # 1 where the unit keeps its previous value
+    keep = u.ge_(p)
+    return keep.div_(1.0 - p) if spec.inverted else keep

@@ -196,7 +196,9 @@ def test_masks_act_inside_autograd(name):
 
 
 @pytest.mark.parametrize("name", DROPOUT_NAMES)
-def test_eval_is_the_expectation(name):
+def test_eval_uses_no_masks(name):
+    """Eval mode is the deterministic cell: no dropout (the expectation for the inverted-scaled
+    methods; for Moon's 0/1 masks, the un-dropped cell), zoneout's expectation."""
     cell = make_cell(name, 4, 6, dropout=0.5).eval()
     x, hidden = torch.randn(5, 2, 4), _states(2, 6)
     out, _ = cell(x, hidden)
