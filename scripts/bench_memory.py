@@ -221,11 +221,22 @@ def plan(sweep: Sweep, args: argparse.Namespace, out: Path) -> list[RunTask]:
     return tasks
 
 
-def _order(task: RunTask) -> tuple[int, float]:
-    """Seed by seed, so that a sweep cut short has every row with fewer seeds rather than rows
-    without any; within a seed, the longest runs first, so that the workers finish close together."""
+def _cost(task: RunTask) -> float:
     key = task.algo if task.cell is None else ("ln" if task.cell.startswith("ln") else task.cell)
-    return task.seed, -task.config["total_timesteps"] * RELATIVE_COST.get(key, 1.0)
+    return task.config["total_timesteps"] * RELATIVE_COST.get(key, 1.0)
+
+
+def order(tasks: list[RunTask]) -> list[RunTask]:
+    """The queue: first seed 0 of every row, then the other seeds environment by environment, the cheapest
+    environment first; the longest runs first within each group, so that the workers finish close together.
+
+    A sweep cut short (by time or by an interruption) then has every row, and as many environments as
+    possible with all their seeds, rather than many rows without any run.
+    """
+    env_cost: dict[str, float] = {}
+    for task in tasks:
+        env_cost[task.env] = env_cost.get(task.env, 0.0) + _cost(task)
+    return sorted(tasks, key=lambda t: (t.seed > 0, env_cost[t.env] if t.seed else 0.0, t.env, t.seed, -_cost(t)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,12 +402,12 @@ def aggregate(out: Path, tasks: list[RunTask]) -> dict[str, Any]:
     return result
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
+def _fmt(value: float | None, digits: int = 2, scale: float | None = None) -> str:
+    """``digits`` decimals for values of magnitude below 10 (or ``scale``), one below 100, none above."""
     if value is None:
         return "—"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    return f"{value:.{digits}f}"
+    size = abs(value if scale is None else scale)
+    return f"{value:.{0 if size >= 100 else 1 if size >= 10 else digits}f}"
 
 
 def _steps(value: float | None) -> str:
@@ -437,7 +448,7 @@ def markdown(data: dict[str, Any], header: dict[str, Any]) -> str:
         for row in block["rows"]:
             memory = row["cell"] or BASELINE_LABELS.get(row["algo"], "—")
             ret = (
-                f"{_fmt(row['final_return_mean'])} ± {_fmt(row['final_return_std'])}"
+                f"{_fmt(row['final_return_mean'])} ± {_fmt(row['final_return_std'], scale=row['final_return_mean'])}"
                 if row["final_return_mean"] is not None
                 else "—"
             )
@@ -472,13 +483,18 @@ def plot(env: str, block: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    colors = plt.get_cmap("tab20").colors
-    for i, row in enumerate(block["rows"]):
+    palette = plt.get_cmap("tab20").colors
+    colors = palette[::2] + palette[1::2]  # the ten strong colours first
+    baseline_colors = {"ppo-mlp": "dimgrey", "sb3-ppo-lstm": "black"}
+    cell_rows = [row["label"] for row in block["rows"] if row["cell"] is not None]
+    for row in block["rows"]:
         curve = row["curve"]
         if not curve["steps"]:
             continue
-        color = colors[i % len(colors)]
-        style = "--" if row["cell"] is None else "-"
+        if row["cell"] is None:
+            color, style = baseline_colors.get(row["algo"], "grey"), "--"
+        else:  # by position in the table, so that a cell keeps its colour when other rows have no data
+            color, style = colors[cell_rows.index(row["label"]) % len(colors)], "-"
         ax.plot(curve["steps"], curve["mean"], style, color=color, lw=1.4, label=row["label"])
         ax.fill_between(curve["steps"], curve["min"], curve["max"], color=color, alpha=0.12, lw=0)
     ax.axhline(block["threshold"], color="black", ls=":", lw=1, label="threshold")
@@ -580,7 +596,9 @@ def _check_ray() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join(["python", "scripts/bench_memory.py", *(sys.argv[1:] if argv is None else argv)])
+    # The command that makes these records: --report-only only rewrites their report.
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    command = shlex.join(["python", "scripts/bench_memory.py", *given])
     try:
         if args.backend == "ray":
             _check_ray()
@@ -602,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {task.run_id} (record ok)")
     status = 0
     if todo and not args.report_only:
-        todo.sort(key=_order)
+        todo = order(todo)
         workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
         print(f"{len(todo)} run(s) to make, {len(tasks) - len(todo)} done; {args.backend} backend, {workers} workers")
         done = 0
