@@ -25,7 +25,7 @@ import yaml
 from sb3_contrib import RecurrentPPO as SB3RecurrentPPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
@@ -112,7 +112,9 @@ class TrainConfig:
     seed: int = 0
     """Random seed (environments, torch, numpy)."""
     eval_episodes: int = 20
-    """Episodes of the final deterministic evaluation."""
+    """Episodes of the final deterministic evaluation (and of each periodic one)."""
+    eval_freq: int = 0
+    """Evaluate every this many environment steps too, keeping the best model (0: only at the end)."""
     hyperparams: dict[str, Any] = field(default_factory=dict)
     """Overrides of the algorithm's keyword arguments (policy_kwargs merged)."""
     normalize: bool = False
@@ -173,9 +175,10 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"cell={config.cell!r}: expected one of {', '.join(CELLS)}")
     if not 0.0 <= config.dropout < 1.0:
         raise ConfigError(f"dropout={config.dropout!r}: expected a number in [0, 1)")
-    for name in ("hidden_size", "n_envs", "total_timesteps", "eval_episodes", "threads", "checkpoint_freq"):
+    sizes = ("hidden_size", "n_envs", "total_timesteps", "eval_episodes", "threads", "checkpoint_freq", "eval_freq")
+    for name in sizes:
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "eval_episodes" else 1):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "eval_freq" else 1):
             raise ConfigError(f"{name}={value!r}: expected a positive integer")
     if config.vec_env not in ("dummy", "subproc"):
         raise ConfigError(f"vec_env={config.vec_env!r}: expected dummy or subproc")
@@ -290,12 +293,17 @@ def build_model(config: TrainConfig, env: VecEnv, run_dir: Path | None, resume: 
         raise ConfigError(str(e)) from None
 
 
+def make_eval_env(config: TrainConfig, seed: int) -> VecEnv:
+    """One environment; with normalisation, statistics frozen (synchronised from training)."""
+    env = make_envs(dataclasses.replace(config, vec_env="dummy"), 1, seed)
+    return VecNormalize(env, training=False, norm_reward=False) if config.normalize else env
+
+
 def evaluate(model: BaseAlgorithm, config: TrainConfig, episodes: int, seed: int) -> dict[str, Any]:
     """Deterministic evaluation, masks off (the policy's expectation)."""
-    env = make_envs(dataclasses.replace(config, vec_env="dummy"), 1, seed)
+    env = make_eval_env(config, seed)
     train_env = model.get_vec_normalize_env()
     if train_env is not None:
-        env = VecNormalize(env, training=False, norm_reward=False)
         env.obs_rms = train_env.obs_rms
     returns, lengths = evaluate_policy(
         model, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True
@@ -341,11 +349,25 @@ def train(
     log(f"training {config.algo} with cell {config.cell} on {config.env} in {run_dir} ({remaining} steps to go)")
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     start = time.perf_counter()
+    periodic = None
+    if config.eval_freq:
+        periodic = EvalCallback(
+            make_eval_env(config, seed=config.seed + 20_000),
+            n_eval_episodes=config.eval_episodes,
+            eval_freq=max(config.eval_freq // config.n_envs, 1),
+            log_path=str(run_dir),
+            best_model_save_path=str(run_dir),
+            deterministic=True,
+            verbose=0,
+        )
     try:
         if remaining > 0:
             model.learn(
                 remaining,
-                callback=CallbackList([CheckpointCallback(run_dir, config.checkpoint_freq), *(callbacks or [])]),
+                callback=CallbackList(
+                    [CheckpointCallback(run_dir, config.checkpoint_freq), *([periodic] if periodic else []),
+                     *(callbacks or [])]
+                ),  # fmt: skip
                 reset_num_timesteps=resume_path is None,
                 progress_bar=progress_bar,
             )
@@ -361,5 +383,14 @@ def train(
     save_atomically(model, run_dir / "model.zip")
     record = evaluate(model, config, config.eval_episodes, seed=config.seed + 10_000)
     record.update(wall_time_s=wall, env_steps_per_s=max(remaining, 0) / wall if wall > 0 else None)
+    if periodic is not None and periodic.evaluations_timesteps:
+        means = [float(np.mean(r)) for r in periodic.evaluations_results]
+        best = int(np.argmax(means))
+        record.update(
+            best_mean_return=max(means[best], record["mean_return"]),
+            best_timesteps=periodic.evaluations_timesteps[best] if means[best] >= record["mean_return"]
+            else record["timesteps"],
+            evaluations=[[t, m] for t, m in zip(periodic.evaluations_timesteps, means, strict=True)],
+        )  # fmt: skip
     (run_dir / "eval.json").write_text(json.dumps(record, indent=2))
     return record

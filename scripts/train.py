@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=FIELD_DOCS["total_timesteps"])
     p.add_argument("--seed", type=int, default=d.seed, help=FIELD_DOCS["seed"])
     p.add_argument("--eval-episodes", type=positive_int, default=d.eval_episodes, help=FIELD_DOCS["eval_episodes"])
+    p.add_argument("--eval-freq", type=int, default=d.eval_freq,
+                   help="Also evaluate every this many steps, keeping best_model.zip (0: only at the end).")
     p.add_argument("--out", type=Path, default=None, help="Run folder (default: runs/ENV/ALGO-CELL-sSEED-TIME).")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="Continue a run: its folder (last checkpoint) or a model .zip; the timestep count carries on.")
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(
             env=args.env, algo=args.algo, cell=args.cell, dropout=dropout, hidden_size=args.hidden_size,
             n_envs=args.n_envs, total_timesteps=args.total_timesteps, seed=args.seed,
-            eval_episodes=args.eval_episodes, hyperparams=parse_hyperparams(args.hyperparams),
+            eval_episodes=args.eval_episodes, eval_freq=args.eval_freq, hyperparams=parse_hyperparams(args.hyperparams),
             normalize=args.normalize, vec_env=args.vec_env, device=args.device, threads=args.threads,
             checkpoint_freq=args.checkpoint_freq, env_packages=args.env_package, tensorboard=args.tensorboard,
         )  # fmt: skip
