@@ -176,6 +176,8 @@ def plan(sweep: Sweep, args: argparse.Namespace, out: Path) -> list[RunTask]:
     cells = _choose("--cells", _names(args.cells), sweep.cells or list(CELLS), list(CELLS))
     algos = _choose("--algos", _names(args.algos), [*sweep.algos, *sweep.baselines], list(ALGOS))
     seeds = args.seeds if args.seeds is not None else sweep.seeds
+    if args.first_seed >= seeds:
+        raise SweepError(f"--first-seed {args.first_seed}: expected less than the number of seeds ({seeds})")
     for key, names, choices in (
         ("cells", sweep.cells or [], CELLS),
         ("algos", sweep.algos, RECURRENT_ALGOS),
@@ -197,7 +199,7 @@ def plan(sweep: Sweep, args: argparse.Namespace, out: Path) -> list[RunTask]:
             n_seeds = min(seeds, spec.max_seeds.get(algo, seeds))
             for cell in cells if algo in RECURRENT_ALGOS else [None]:
                 has_dropout = cell is not None and make_cell(cell, 1, 1).dropout_method != "pytorch"
-                for seed in range(n_seeds):
+                for seed in range(args.first_seed, n_seeds):
                     config = TrainConfig(
                         env=env, algo=algo, cell=cell or TrainConfig.cell, dropout=spec.dropout if has_dropout else 0.0,
                         hidden_size=spec.hidden_size, n_envs=spec.n_envs, total_timesteps=spec.total_timesteps,
@@ -263,9 +265,21 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 
 def is_done(out: Path, task: RunTask) -> bool:
-    """A run is done when its record is ok and was made with the configuration planned now."""
+    """A run is done when its record is ok and was made with the configuration planned now. A field that
+    TrainConfig gained after the record was written counts as equal where it has its default value."""
     record = read_record(record_path(out, task))
-    return record is not None and record.get("status") == "ok" and record.get("config") == _jsonable(task.config)
+    if record is None or record.get("status") != "ok" or not isinstance(record.get("config"), dict):
+        return False
+    planned = _jsonable(task.config)
+    defaults = _config_defaults()
+    made = {k: record["config"].get(k, defaults.get(k)) for k in planned}
+    return made == planned and set(record["config"]) <= set(planned)
+
+
+def _config_defaults() -> dict[str, Any]:
+    from agents.training import TrainConfig
+
+    return _jsonable({k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k != "threads"})
 
 
 def _jsonable(data: Any) -> Any:
@@ -550,6 +564,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cells", nargs="+", help="Only these cells (registry names).")
     p.add_argument("--algos", nargs="+", help="Only these algorithms, baselines included (e.g. ppo ppo-mlp).")
     p.add_argument("--seeds", type=_positive, help="Seeds 0..N-1 (default: the sweep's; per-env caps still apply).")
+    p.add_argument(
+        "--first-seed", type=_non_negative, default=0, help="Leave out the seeds below this one (to split a sweep)."
+    )
     p.add_argument("--workers", type=_positive, default=None, help="Runs in parallel (default: usable cores).")
     p.add_argument("--threads", type=_positive, default=1, help="Torch threads (Ray CPUs) per run (default: 1).")
     p.add_argument("--retries", type=_non_negative, default=2, help="Retries of a failed run (default: 2).")
