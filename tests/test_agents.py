@@ -53,6 +53,19 @@ def test_smoke_every_cell(algo, name):
     assert actions.shape == (3,) and state[0].shape == (1, 3, 8)
 
 
+def _assert_replays(model, buffer, batch_size):
+    """Recompute every stored step in train mode with the recorded states and masks: the
+    log-probabilities and values equal those of collection (the PPO ratio is exactly 1)."""
+    model.policy.set_training_mode(True)
+    with th.no_grad():
+        for data in buffer.get(batch_size):
+            values, log_prob, _ = model.policy.evaluate_sequences(
+                data.observations, data.actions.long().flatten(), data.lstm_states, data.episode_starts, data.masks
+            )
+            assert (log_prob - data.old_log_prob).abs().max() <= 1e-5
+            assert (values - data.old_values).abs().max() <= 1e-5
+
+
 @pytest.mark.parametrize("algo", [RecurrentPPO, RecurrentA2C])
 @pytest.mark.parametrize("name", NAMES)
 def test_replay_reproduces_collection(algo, name):
@@ -62,29 +75,14 @@ def test_replay_reproduces_collection(algo, name):
     buffer = _collect(model)
     assert buffer.masks[0] is not None and buffer.masks[1] is not None
     assert buffer.episode_starts.any(), "the rollout should cross episode starts"
-    model.policy.set_training_mode(True)
-    with th.no_grad():
-        for data in buffer.get(None if algo is RecurrentA2C else model.batch_size):
-            actions = data.actions.long().flatten()
-            values, log_prob, _ = model.policy.evaluate_sequences(
-                data.observations, actions, data.lstm_states, data.episode_starts, data.masks
-            )
-            assert (log_prob - data.old_log_prob).abs().max() <= 1e-5
-            assert (values - data.old_values).abs().max() <= 1e-5
+    _assert_replays(model, buffer, None if algo is RecurrentA2C else model.batch_size)
 
 
 @pytest.mark.parametrize("method", ["pytorch", "gal", "moon", "semeniuta", "zoneout"])
 def test_replay_every_dropout_method(method):
     model = _model(RecurrentPPO, "lstm", policy_kwargs=dict(lstm_kwargs=dict(dropout_method=method)))
     assert model.policy.lstm_actor.dropout_method == method
-    buffer = _collect(model)
-    model.policy.set_training_mode(True)
-    with th.no_grad():
-        for data in buffer.get(model.batch_size):
-            values, log_prob, _ = model.policy.evaluate_sequences(
-                data.observations, data.actions.long().flatten(), data.lstm_states, data.episode_starts, data.masks
-            )
-            assert (log_prob - data.old_log_prob).abs().max() <= 1e-5
+    _assert_replays(model, _collect(model), model.batch_size)
 
 
 def test_stock_ratio_is_not_one_with_dropout():
@@ -209,14 +207,6 @@ def test_policy_bad_input():
 def test_shared_or_no_critic_memory_replays(kwargs):
     model = _model(RecurrentPPO, "gal", policy_kwargs=kwargs)
     assert model.policy.lstm_critic is None
-    buffer = _collect(model)
-    model.policy.set_training_mode(True)
-    with th.no_grad():
-        for data in buffer.get(model.batch_size):
-            values, log_prob, _ = model.policy.evaluate_sequences(
-                data.observations, data.actions.long().flatten(), data.lstm_states, data.episode_starts, data.masks
-            )
-            assert (log_prob - data.old_log_prob).abs().max() <= 1e-5
-            assert (values - data.old_values).abs().max() <= 1e-5
+    _assert_replays(model, _collect(model), model.batch_size)
     model.learn(48)
     assert model.num_timesteps >= 48
