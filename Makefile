@@ -22,7 +22,7 @@ capacity:
 	$(PYTHON) scripts/bench_capacity.py --out results/capacity
 
 memory:
-	$(PYTHON) scripts/bench_memory.py --out results/memory
+	$(PYTHON) scripts/bench_memory.py --workers 2 --out results/memory
 
 train:
 	$(PYTHON) scripts/train.py --env CartPole-v1 --cell gal
