@@ -347,7 +347,9 @@ def train(
     model.set_logger(configure(str(run_dir), formats))
     remaining = config.total_timesteps - model.num_timesteps
     log(f"training {config.algo} with cell {config.cell} on {config.env} in {run_dir} ({remaining} steps to go)")
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # Ctrl-C raises KeyboardInterrupt even where the process was started with SIGINT ignored (as a
+    # shell's background job is); SIGTERM raises Stop. Both save before exiting.
+    previous = signal.signal(signal.SIGTERM, _raise_stop), signal.signal(signal.SIGINT, signal.default_int_handler)
     start = time.perf_counter()
     periodic = None
     if config.eval_freq:
@@ -377,7 +379,8 @@ def train(
         log(f"interrupted at {model.num_timesteps} steps: saved {run_dir / 'model.zip'}")
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
         env.close()
     wall = time.perf_counter() - start
     save_atomically(model, run_dir / "model.zip")
