@@ -117,9 +117,12 @@ def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 90)
 def test_signal_saves_the_model(sig, code, tmp_path):
     out = tmp_path / "run"
     proc = _start(out)
-    _wait_for_checkpoint(proc, out)
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _wait_for_checkpoint(proc, out)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never leave a 10M-step run behind
     assert proc.returncode == code, stderr
     assert (out / "model.zip").is_file()
     saved = json.loads((out / "checkpoints" / "last.json").read_text())["timesteps"]
@@ -129,8 +132,10 @@ def test_signal_saves_the_model(sig, code, tmp_path):
 def test_sigkill_keeps_last_checkpoint_and_resume_carries_on(tmp_path):
     out = tmp_path / "run"
     proc = _start(out)
-    steps = _wait_for_checkpoint(proc, out)
-    proc.kill()
+    try:
+        _wait_for_checkpoint(proc, out)
+    finally:
+        proc.kill()
     proc.wait(timeout=30)
     assert not (out / "model.zip").exists()
     steps = RecurrentPPO.load(out / "checkpoints" / "last.zip", device="cpu").num_timesteps  # complete and loadable
