@@ -598,6 +598,26 @@ def _non_negative(text: str) -> int:
     return value
 
 
+LOCK_NAME = ".sweep.lock"
+
+
+def _lock(out: Path) -> Any:
+    """Hold an exclusive lock on OUT for the life of this process, or return False if another sweep holds it.
+
+    Two sweeps on one folder would train the same run in the same work folder, each wiping the other's
+    progress.csv, and race on the records."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    handle = (out / LOCK_NAME).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return False
+    return handle  # kept open (and so locked) until the process ends
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -636,6 +656,10 @@ def main(argv: list[str] | None = None) -> int:
         if task not in todo:
             print(f"skipped {task.run_id} (record ok)")
     status = 0
+    lock = None if args.report_only else _lock(out)
+    if lock is False:
+        print(f"bench_memory.py: error: another sweep is writing {out} (lock {out / LOCK_NAME})", file=sys.stderr)
+        return 2
     if todo and not args.report_only:
         todo = order(todo)
         workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)

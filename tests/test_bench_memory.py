@@ -134,6 +134,18 @@ def test_bad_names_exit_2_with_the_choices(args, message, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
+    import fcntl
+
+    tmp_path.mkdir(exist_ok=True)
+    with (tmp_path / ".sweep.lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running sweep holds it
+        proc = bench("--quick", "--out", str(tmp_path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"another sweep is writing {tmp_path}" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_bad_sweep_file_names_the_key(tmp_path):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text("envs:\n  TMaze-v0: {total_timesteps: 100, n_env: 2}\n")
