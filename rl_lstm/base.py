@@ -7,13 +7,13 @@ whole-sequence run (:meth:`RecurrentLayer._run`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from rl_lstm.masks import MaskSpec, check_method, sample_masks
+from rl_lstm.segments import step_loop
 
 Hidden = tuple[Tensor, Tensor]
 SelfLayer = TypeVar("SelfLayer", bound="RecurrentLayer")
@@ -53,6 +53,9 @@ class RecurrentLayer(nn.Module):
     """
 
     num_layers = 1  # nn.LSTM compatibility: sb3-contrib reads lstm.num_layers
+    #: The dropout method a class applies when none is named (a key of ``rl_lstm.masks.METHODS``):
+    #: a class fact, so that callers learn it through the registry without building a cell.
+    method: ClassVar[str] = "pytorch"
     torch_equivalent = True  # whether to_torch() can express this cell as an nn.LSTM
 
     def __init__(
@@ -61,9 +64,10 @@ class RecurrentLayer(nn.Module):
         hidden_size: int,
         bias: bool = True,
         dropout: float = 0.0,
-        dropout_method: str = "pytorch",
+        dropout_method: str | None = None,
     ) -> None:
         super().__init__()
+        dropout_method = self.method if dropout_method is None else dropout_method
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.mask_spec: MaskSpec = check_method(dropout, dropout_method)
@@ -205,17 +209,8 @@ class RecurrentLayer(nn.Module):
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """The time loop: ``x`` (T, B, I), ``h``/``c`` (B, H) -> output (T, B, H), h, c. A
         subclass may return None for h and c when ``need_state`` is False."""
-        xw = self._project_input(x)  # (T, B, 4H): the input projection for all steps at once
-        step_masks = [None] * x.shape[0] if masks is None else masks.unbind(0)
-        reset = reset_steps(starts, x.dtype)
-        outputs = []
-        # unbind, not xw[t]: per-step indexing costs a select-backward node per step.
-        for t, (xw_t, m_t) in enumerate(zip(xw.unbind(0), step_masks, strict=True)):
-            if t in reset:
-                h, c = h * reset[t], c * reset[t]
-            h, c, out = self._step(xw_t, h, c, m_t)
-            outputs.append(out)
-        return torch.stack(outputs), h, c
+        # The input projection for all steps at once: (T, B, 4H).
+        return step_loop(self._step, self._project_input(x), h, c, starts, masks)
 
     def _project_input(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -265,100 +260,6 @@ def _torch_parameters(lstm: nn.LSTM) -> list[Tensor]:
     return [getattr(lstm, n) for n in names]
 
 
-def reset_steps(starts: Tensor | None, dtype: torch.dtype) -> dict[int, Tensor]:
-    """``{t: keep}`` for the steps where some row starts an episode; keep is (B, 1), 0 for those rows."""
-    if starts is None:
-        return {}
-    steps = starts.any(1).nonzero().flatten().tolist()
-    keep = (~starts[steps]).to(dtype).unsqueeze(-1)
-    return dict(zip(steps, keep.unbind(0), strict=True))
-
-
-def run_segments(
-    run: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]],
-    x: Tensor,
-    h: Tensor,
-    c: Tensor,
-    starts: Tensor | None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Run a whole-sequence kernel over the stretches between steps where some row starts.
-
-    The state of the starting rows is zeroed between stretches, so a fused kernel that knows
-    nothing of episodes gives the same result as the step-by-step loop.
-    """
-    reset = reset_steps(starts, x.dtype)
-    bounds = sorted({0, x.shape[0], *reset})
-    outputs = []
-    for a, b in zip(bounds[:-1], bounds[1:]):  # noqa: B905 (lengths differ by one by design)
-        if a in reset:
-            h, c = h * reset[a], c * reset[a]
-        out, h, c = run(x[a:b], h, c)
-        outputs.append(out)
-    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)), h, c
-
-
-def run_pieces(
-    run: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]],
-    x: Tensor,
-    h: Tensor,
-    c: Tensor,
-    starts: Tensor,
-    fill: float = 0.5,
-) -> Tensor:
-    """Run a whole-sequence kernel over each piece of a row between episode starts as a row of
-    its own; returns the output only (the pieces' final states lie past their padding).
-
-    Pieces are left-aligned and zero-padded (padding after a piece cannot change its outputs),
-    in buckets of similar lengths: a piece shorter than ``fill`` times its bucket's longest opens
-    a new bucket. So a few kernel calls replace the one call per stretch of :func:`run_segments`,
-    and little of the compute goes to padding. A piece starts from the row's given state, or
-    from zeros at an episode start.
-    """
-    seq_len, batch = starts.shape
-    cut = starts.clone()
-    cut[0] = True
-    piece = cut.t().reshape(-1).cumsum(0) - 1  # (batch * seq_len,) row-major: piece of (b, t)
-    n_pieces = int(piece[-1]) + 1
-    pos = torch.arange(batch * seq_len, device=x.device)
-    first = torch.zeros(n_pieces, dtype=torch.long, device=x.device)
-    first = first.scatter_reduce(0, piece, pos, "amin", include_self=False)  # (n_pieces,) first (b, t)
-    lengths = torch.bincount(piece, minlength=n_pieces)
-    order = torch.argsort(lengths, descending=True, stable=True)
-    # Buckets over the pieces sorted by length: (first sorted index, count, longest).
-    buckets: list[tuple[int, int, int]] = []
-    for k, length in enumerate(lengths[order].tolist()):
-        if not buckets or length < fill * buckets[-1][2]:
-            buckets.append((k, 0, length))
-        start, count, longest = buckets[-1]
-        buckets[-1] = (start, count + 1, longest)
-    # Row of each piece's step 0 in the concatenated padded layouts; bucket b is (longest, count).
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(n_pieces, device=x.device)
-    base = torch.empty(n_pieces, dtype=torch.long, device=x.device)
-    stride = torch.empty(n_pieces, dtype=torch.long, device=x.device)
-    offset = 0
-    for start, count, longest in buckets:
-        members = order[start : start + count]
-        base[members] = offset + rank[members] - start
-        stride[members] = count
-        offset += longest * count
-    # row of (b, t), listed in x's time-major order
-    dest = (base[piece] + (pos - first[piece]) * stride[piece]).reshape(batch, seq_len).t().reshape(-1)
-    padded = x.new_zeros(offset, x.shape[2]).index_copy(0, dest, x.reshape(seq_len * batch, -1))
-    row, t0 = first // seq_len, first % seq_len
-    keep = (~starts[t0, row]).to(x.dtype).unsqueeze(-1)  # zeros for pieces that begin an episode
-    h0, c0 = h.index_select(0, row) * keep, c.index_select(0, row) * keep
-    outputs, offset = [], 0
-    for start, count, longest in buckets:
-        members = order[start : start + count]
-        xb = padded[offset : offset + longest * count].reshape(longest, count, -1)
-        out, _, _ = run(xb, h0.index_select(0, members), c0.index_select(0, members))
-        outputs.append(out.reshape(longest * count, -1))
-        offset += longest * count
-    flat = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-    return flat.index_select(0, dest).reshape(seq_len, batch, -1)
-
-
 class LSTMParameters(RecurrentLayer):
     """A layer holding ``nn.LSTM``-shaped parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H),
     ``bias_ih`` and ``bias_hh`` (4H), gate order i, f, g, o."""
@@ -369,7 +270,7 @@ class LSTMParameters(RecurrentLayer):
         hidden_size: int,
         bias: bool = True,
         dropout: float = 0.0,
-        dropout_method: str = "pytorch",
+        dropout_method: str | None = None,
     ) -> None:
         super().__init__(input_size, hidden_size, bias, dropout, dropout_method)
         h4 = 4 * self.hidden_size

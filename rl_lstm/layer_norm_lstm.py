@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partialmethod
-
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -32,7 +30,7 @@ class LayerNormLSTM(LSTM):
         hidden_size: int,
         bias: bool = True,
         dropout: float = 0.0,
-        dropout_method: str = "pytorch",
+        dropout_method: str | None = None,
         ln_preact: bool = True,
         learnable: bool = True,
     ) -> None:
@@ -71,22 +69,22 @@ class LayerNormLSTM(LSTM):
 class LayerNormGalLSTM(LayerNormLSTM):
     """LayerNorm-LSTM with Gal & Ghahramani's per-episode mask on h_t (see :class:`GalLSTM`)."""
 
-    __init__ = partialmethod(LayerNormLSTM.__init__, dropout_method="gal")
+    method = "gal"
 
 
 class LayerNormMoonLSTM(LayerNormLSTM):
     """LayerNorm-LSTM with Moon et al.'s per-episode 0/1 mask on c_t (see :class:`MoonLSTM`)."""
 
-    __init__ = partialmethod(LayerNormLSTM.__init__, dropout_method="moon")
+    method = "moon"
 
 
 class LayerNormSemeniutaLSTM(LayerNormLSTM):
     """LayerNorm-LSTM with Semeniuta et al.'s per-step mask on g_t (see :class:`SemeniutaLSTM`)."""
 
-    __init__ = partialmethod(LayerNormLSTM.__init__, dropout_method="semeniuta")
+    method = "semeniuta"
 
 
 class LayerNormZoneoutLSTM(LayerNormLSTM):
     """LayerNorm-LSTM with Krueger et al.'s zoneout of c_t and h_t (see :class:`ZoneoutLSTM`)."""
 
-    __init__ = partialmethod(LayerNormLSTM.__init__, dropout_method="zoneout")
+    method = "zoneout"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from functools import partialmethod
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rl_lstm.base import LSTMParameters, reset_steps, run_pieces, run_segments
+from rl_lstm.base import LSTMParameters
+from rl_lstm.segments import run_pieces, run_segments, step_loop
 
 
 class LSTM(LSTMParameters):
@@ -107,16 +106,11 @@ class LSTM(LSTMParameters):
     def _cell_loop(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None):
         """A ``torch.lstm_cell`` per step, then the masks that act on a finished step (Gal, zoneout,
         output)."""
-        step_masks = [None] * x.shape[0] if masks is None else masks.unbind(0)
-        reset = reset_steps(starts, x.dtype)
-        outputs = []
-        for t, (x_t, m_t) in enumerate(zip(x.unbind(0), step_masks, strict=True)):
-            if t in reset:
-                h, c = h * reset[t], c * reset[t]
-            h_new, c_new = self._lstm_cell(x_t, h, c)
-            h, c, out = self._after_step(h, c, h_new, c_new, m_t)
-            outputs.append(out)
-        return torch.stack(outputs), h, c
+        return step_loop(self._cell_step, x, h, c, starts, masks)
+
+    def _cell_step(self, x: Tensor, h: Tensor, c: Tensor, m: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        h_new, c_new = self._lstm_cell(x, h, c)
+        return self._after_step(h, c, h_new, c_new, m)
 
 
 class GalLSTM(LSTM):
@@ -124,7 +118,7 @@ class GalLSTM(LSTM):
     Application of Dropout in Recurrent Neural Networks*): one mask per episode on h_t, applied
     to the output and to the state carried to the next step."""
 
-    __init__ = partialmethod(LSTM.__init__, dropout_method="gal")
+    method = "gal"
 
 
 class MoonLSTM(LSTM):
@@ -136,14 +130,14 @@ class MoonLSTM(LSTM):
     the expectation of training (kept units are not rescaled); at large p the two differ.
     """
 
-    __init__ = partialmethod(LSTM.__init__, dropout_method="moon")
+    method = "moon"
 
 
 class SemeniutaLSTM(LSTM):
     """LSTM with recurrent dropout without memory loss (Semeniuta et al. 2016): a fresh mask at
     every step on the candidate update g_t, so stored memory is never erased."""
 
-    __init__ = partialmethod(LSTM.__init__, dropout_method="semeniuta")
+    method = "semeniuta"
 
 
 class ZoneoutLSTM(LSTM):
@@ -151,4 +145,4 @@ class ZoneoutLSTM(LSTM):
     Preserving Hidden Activations*): at every step each unit of c_t and h_t keeps its previous
     value with probability ``dropout``; at evaluation each moves ``1 - dropout`` of the way."""
 
-    __init__ = partialmethod(LSTM.__init__, dropout_method="zoneout")
+    method = "zoneout"

@@ -30,6 +30,10 @@ CELLS: dict[str, type[RecurrentLayer]] = {
     "ln-zoneout": LayerNormZoneoutLSTM,
 }
 
+#: The dropout a cell gets when none is given: cells named for a dropout method (gal, moon, semeniuta,
+#: zoneout and their ln- mixes) get this; the others (nn, slow, lstm, ln) get 0.
+DEFAULT_DROPOUT = 0.1
+
 # Keyword arguments that only the LayerNorm family takes.
 LAYER_NORM_KWARGS = ("ln_preact", "learnable")
 
@@ -40,6 +44,17 @@ def cell_class(name: str) -> type[RecurrentLayer]:
         return CELLS[name]
     except (KeyError, TypeError):
         raise ValueError(f"cell={name!r}: expected one of {', '.join(CELLS)}") from None
+
+
+def has_dropout_method(name: str) -> bool:
+    """Whether the cell ``name`` is named for a dropout method of its own (not the plain output
+    dropout every cell takes)."""
+    return cell_class(name).method != "pytorch"
+
+
+def default_dropout(name: str) -> float:
+    """The dropout the CLI, the sweeps and the benchmarks give cell ``name`` when none is given."""
+    return DEFAULT_DROPOUT if has_dropout_method(name) else 0.0
 
 
 def make_cell(name: str, input_size: int, hidden_size: int, **kwargs) -> RecurrentLayer:

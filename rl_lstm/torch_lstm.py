@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from rl_lstm.base import RecurrentLayer, run_pieces, run_segments
+from rl_lstm.base import RecurrentLayer
+from rl_lstm.segments import run_pieces, run_segments
 
 
 class TorchLSTM(RecurrentLayer):
@@ -24,9 +25,9 @@ class TorchLSTM(RecurrentLayer):
         dropout: float = 0.0,
         dropout_method: str = "pytorch",
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout=dropout, dropout_method=dropout_method)
         if dropout_method != "pytorch":
             raise ValueError(f"dropout_method={dropout_method!r}: TorchLSTM supports only 'pytorch'")
+        super().__init__(input_size, hidden_size, bias, dropout=dropout, dropout_method=dropout_method)
         self.lstm = nn.LSTM(self.input_size, self.hidden_size, bias=self.bias)
 
     weight_ih = property(lambda self: self.lstm.weight_ih_l0)
