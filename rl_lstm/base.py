@@ -56,6 +56,10 @@ class RecurrentLayer(nn.Module):
     #: The dropout method a class applies when none is named (a key of ``rl_lstm.masks.METHODS``):
     #: a class fact, so that callers learn it through the registry without building a cell.
     method: ClassVar[str] = "pytorch"
+    #: The parts of the recurrent state a call takes and returns: ``("h", "c")`` for the LSTM
+    #: family (``hidden=(h, c)``), ``("h",)`` for memories that carry h only (``hidden=h``, as
+    #: ``nn.GRU``).
+    state_names: ClassVar[tuple[str, ...]] = ("h", "c")
     torch_equivalent = True  # whether to_torch() can express this cell as an nn.LSTM
 
     def __init__(
