@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.rendering import FLOOR, MARK, RENDER_MODES, SYMBOL, check_render_mode, grid_to_rgb
+
 
 class MemoryLength(gym.Env[np.ndarray, np.int64]):
     """Remember ``num_bits`` random bits for ``memory_length`` steps, then report the queried one.
@@ -47,23 +49,21 @@ class MemoryLength(gym.Env[np.ndarray, np.int64]):
 
     - ``memory_length``: steps between the context and the query, ``>= 1``.
     - ``num_bits``: number of context bits, ``>= 1``.
-    - ``render_mode``: ``None`` or ``"ansi"``.
+    - ``render_mode``: ``None``, ``"ansi"`` (a line of text) or ``"rgb_array"`` (a picture of the state).
     """
 
-    # The fps only paces gymnasium's renderers; text rendering ignores it.
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    # The fps only paces gymnasium's renderers.
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
 
     def __init__(self, memory_length: int = 10, num_bits: int = 1, render_mode: str | None = None):
         if memory_length < 1:
             raise ValueError(f"memory_length must be >= 1, got {memory_length}")
         if num_bits < 1:
             raise ValueError(f"num_bits must be >= 1, got {num_bits}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
 
         self.memory_length = int(memory_length)
         self.num_bits = int(num_bits)
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode)
 
         self.action_space = spaces.Discrete(2)
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(1 + 2 * self.num_bits,), dtype=np.float32)
@@ -105,7 +105,18 @@ class MemoryLength(gym.Env[np.ndarray, np.int64]):
         self._t += 1
         return self._observation(), reward, terminated, False, {}
 
-    def render(self) -> str | None:
+    def _grid(self) -> np.ndarray:
+        """Row 0: the context bits; row 1: the queried bit marked; row 2: the steps taken of the episode."""
+        width = max(self.num_bits, self.memory_length + 1)
+        grid = np.zeros((3, width), dtype=np.int64)
+        grid[0, : self.num_bits] = SYMBOL + self._context
+        grid[1, self._query] = MARK
+        grid[2, : min(self._t, width)] = FLOOR
+        return grid
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return grid_to_rgb(self._grid())
         if self.render_mode != "ansi":
             return None
         bits = "".join(str(b) for b in self._context)

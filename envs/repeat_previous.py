@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.rendering import MARK, RENDER_MODES, SYMBOL, check_render_mode, grid_to_rgb
+
 # Every level scores the same number of answers, so returns are comparable across ``k``.
 DEFAULT_SCORED_STEPS = 16
 
@@ -47,11 +49,11 @@ class RepeatPrevious(gym.Env[np.ndarray, np.int64]):
     - ``k``: how many steps back the answer lies, ``>= 1``.
     - ``num_symbols``: alphabet size, ``>= 2``.
     - ``episode_length``: steps per episode, ``> k``; defaults to ``k + 16`` (16 scored answers).
-    - ``render_mode``: ``None`` or ``"ansi"``.
+    - ``render_mode``: ``None``, ``"ansi"`` (a line of text) or ``"rgb_array"`` (a picture of the state).
     """
 
-    # The fps only paces gymnasium's renderers; text rendering ignores it.
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    # The fps only paces gymnasium's renderers.
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
 
     def __init__(
         self,
@@ -68,13 +70,11 @@ class RepeatPrevious(gym.Env[np.ndarray, np.int64]):
             episode_length = k + DEFAULT_SCORED_STEPS
         if episode_length <= k:
             raise ValueError(f"episode_length must be > k = {k}, got {episode_length}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
 
         self.k = int(k)
         self.num_symbols = int(num_symbols)
         self.episode_length = int(episode_length)
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode)
 
         self.action_space = spaces.Discrete(self.num_symbols)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(self.num_symbols + 1,), dtype=np.float32)
@@ -116,7 +116,16 @@ class RepeatPrevious(gym.Env[np.ndarray, np.int64]):
         terminated = self._t >= self.episode_length
         return self._observation(), reward, terminated, False, {}
 
-    def render(self) -> str | None:
+    def _grid(self) -> np.ndarray:
+        """Row 0: the symbols shown so far, one colour each; row 1: the current step marked."""
+        grid = np.zeros((2, self.episode_length), dtype=np.int64)
+        grid[0, : self._t] = SYMBOL + self._symbols[: self._t]
+        grid[1, min(self._t, self.episode_length - 1)] = MARK
+        return grid
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return grid_to_rgb(self._grid())
         if self.render_mode != "ansi":
             return None
         shown = str(self._symbols[self._t]) if self._t < self.episode_length else "-"

@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.rendering import AGENT, FLOOR, GOAL, RENDER_MODES, check_render_mode, grid_to_rgb
+
 RIGHT, LEFT, UP, DOWN = 0, 1, 2, 3
 GOAL_NAMES = ("up", "down")
 
@@ -47,20 +49,18 @@ class TMaze(gym.Env[np.ndarray, np.int64]):
     ## Arguments
 
     - ``corridor_length``: number of moves from the start to the junction, ``>= 1``.
-    - ``render_mode``: ``None`` or ``"ansi"``.
+    - ``render_mode``: ``None``, ``"ansi"`` (a line of text) or ``"rgb_array"`` (a picture of the state).
     """
 
-    # The fps only paces gymnasium's renderers; text rendering ignores it.
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    # The fps only paces gymnasium's renderers.
+    metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
 
     def __init__(self, corridor_length: int = 10, render_mode: str | None = None):
         if corridor_length < 1:
             raise ValueError(f"corridor_length must be >= 1, got {corridor_length}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
 
         self.corridor_length = int(corridor_length)
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode)
 
         self.action_space = spaces.Discrete(4)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32)
@@ -105,7 +105,19 @@ class TMaze(gym.Env[np.ndarray, np.int64]):
             self._position = max(self._position - 1, 0)
         return self._observation(), reward, self._done, False, {}
 
-    def render(self) -> str | None:
+    def _grid(self) -> np.ndarray:
+        """Three rows: the up arm, the corridor (start left, junction right), the down arm; the goal arm
+        green, the agent red."""
+        grid = np.zeros((3, self.corridor_length + 1), dtype=np.int64)
+        grid[1] = FLOOR
+        grid[0, -1] = grid[2, -1] = FLOOR
+        grid[0 if self._goal == UP else 2, -1] = GOAL
+        grid[1, self._position] = AGENT
+        return grid
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return grid_to_rgb(self._grid())
         if self.render_mode != "ansi":
             return None
         cells = ["."] * (self.corridor_length + 1)

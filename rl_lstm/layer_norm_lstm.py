@@ -23,6 +23,7 @@ class LayerNormLSTM(LSTM):
     """
 
     torch_equivalent = False
+    relative_cost = 1.4
 
     def __init__(
         self,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agents.sweep.spec import DEFAULT_SWEEP
+from agents.sweep.worker import FAIL_ENV, learning_curve, steps_to_threshold
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_memory.py"
-sys.path.insert(0, str(SCRIPT.parent))
-
-from _sweep_backends import FAIL_ENV, learning_curve, steps_to_threshold  # noqa: E402
 
 RECORD_KEYS = {
     "env", "algo", "cell", "seed", "name", "status", "error", "config", "final_return_mean", "final_return_std",
@@ -36,7 +36,7 @@ def bench(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -
 
 def quick_runs() -> list[tuple[str, str]]:
     """(env, record stem) of every run the --quick sweep plans, read from the sweep file."""
-    quick = yaml.safe_load((SCRIPT.parent / "memory_sweep.yaml").read_text())["quick"]
+    quick = yaml.safe_load(DEFAULT_SWEEP.read_text())["quick"]
     runs = []
     for env in quick["envs"]:
         for seed in range(quick["seeds"]):
@@ -72,7 +72,7 @@ def test_quick_sweep_writes_a_record_per_run_and_the_report(quick):
 
     data = json.loads((out / "memory.json").read_text())
     assert set(data["envs"]) == {env for env, _ in runs}
-    assert {"cpu_model", "cores", "torch_version"} <= set(data["machine"])
+    assert {"cpu_model", "cores_usable", "torch_version", "packages"} <= set(data["machine"])
     text = (out / "memory.md").read_text()
     for env, block in data["envs"].items():
         assert len(block["rows"]) == len({stem.rsplit("-s", 1)[0] for e, stem in runs if e == env})

@@ -15,11 +15,10 @@ import pytest
 
 pytest.importorskip("ray")
 
+from agents.sweep.worker import FAIL_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_memory.py"
-sys.path.insert(0, str(SCRIPT.parent))
-
-from _sweep_backends import FAIL_ENV  # noqa: E402
 
 # Fields that depend on the machine's load or on the attempt, not on the run.
 VOLATILE = {"wall_time_s", "env_steps_per_s", "eval", "attempts", "errors"}

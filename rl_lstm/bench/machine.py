@@ -1,25 +1,26 @@
-"""Helpers shared by the benchmark scripts: thread pinning, machine description, robust
-statistics and Markdown tables."""
+"""What a figure was measured on, and the thread pinning every benchmark and sweep run uses."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
-import statistics
-from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 import torch
 
 
 def pin_threads(threads: int) -> int:
-    """Pin torch's intra-op (and, where still allowed, inter-op) thread pools; return the intra-op count.
+    """Pin torch's intra-op (and, where still allowed, inter-op) thread pools, and the OpenMP/BLAS
+    pools of libraries and child processes started later; return the intra-op count.
 
     One thread by default: the benchmark machine is shared, and a single thread keeps the
-    cost of a step from depending on what else is running on the other cores.
+    cost of a step from depending on what else is running on the other cores (and parallel
+    sweep runs from oversubscribing them).
     """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(threads)
@@ -39,8 +40,24 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib")
+
+
+def _versions() -> dict[str, str]:
+    """Installed versions of the packages a figure depends on (those that are installed)."""
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
 def machine_info(device: str = "cpu") -> dict:
-    """What the figures were measured on: CPU, cores, threads, library versions, date, load."""
+    """What the figures were measured on: CPU, cores, threads, library versions, date, load.
+
+    The one description of a machine that every benchmark and sweep writes into its JSON."""
     info = {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -50,6 +67,7 @@ def machine_info(device: str = "cpu") -> dict:
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
+        "packages": _versions(),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "device": device,
@@ -69,20 +87,3 @@ def describe_machine(info: dict) -> str:
     if info.get("cuda_device"):
         text += f", GPU {info['cuda_device']} (CUDA {info['cuda_version']})"
     return text
-
-
-def summarize(values: Sequence[float]) -> dict[str, float]:
-    """Median, min and max of repeated measurements (the median resists a noisy neighbour)."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
-
-
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub Markdown table; every cell is rendered with str()."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)

@@ -1,0 +1,22 @@
+"""The environments of a run: the vectorised training environments and the evaluation one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+
+from agents.training.config import TrainConfig
+
+
+def make_envs(config: TrainConfig, n_envs: int, seed: int) -> VecEnv:
+    """``n_envs`` copies of ``config.env`` seeded from ``seed`` (SB3's ``make_vec_env``)."""
+    vec_cls = SubprocVecEnv if config.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
+    return make_vec_env(config.env, n_envs=n_envs, seed=seed, vec_env_cls=vec_cls)
+
+
+def make_eval_env(config: TrainConfig, seed: int) -> VecEnv:
+    """One environment; with normalisation, statistics frozen (synchronised from training)."""
+    env = make_envs(dataclasses.replace(config, vec_env="dummy"), 1, seed)
+    return VecNormalize(env, training=False, norm_reward=False) if config.normalize else env

@@ -1,0 +1,214 @@
+"""Training speed: env-steps per second of our recurrent PPO / A2C against stock sb3-contrib.
+
+    python scripts/bench_train.py [--budget 30000] [--threads 1 2] [--out results/train]
+
+Same environment and hyperparameters side by side in one run (CartPole-v1, 8 envs, n_steps 128,
+batch_size 256, n_epochs 10, 256 units), collection and update timed separately, reported as
+ratios to the reference row of each block:
+
+- ``ppo``: stock ``sb3_contrib.RecurrentPPO`` (nn.LSTM) against ``agents.RecurrentPPO`` with every
+  registry cell (dropout 0.1, masks on);
+- ``a2c``: stock RecurrentPPO configured as A2C (one epoch on the whole rollout, RMSprop, lr 7e-4,
+  gae_lambda 1, no advantage normalisation, no clipping) against ``agents.RecurrentA2C``, with
+  A2C's n_steps 5 and with the ppo block's 128;
+- ``mlp64``: SB3 PPO with an MLP against ``agents.RecurrentPPO`` with a 64-unit ``lstm``.
+
+Rates are env-steps per CPU-second of the process (``time.process_time``): with one torch thread
+and in-process environments that is the uncontended wall-clock rate, and it stays meaningful on a
+machine shared with other work; wall-clock rates are recorded beside them. With several threads
+CPU time adds up over threads, so the 2-thread table reports wall-clock rates.
+
+Each run learns for ``--budget`` steps from the same seed, so every row sees episodes of similar
+lengths (stock's cost grows with episode length: it pads sequences and steps nn.LSTM one step at
+a time whenever a sequence holds an episode start). Rows are run in a rotated order per repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch as th
+from sb3_contrib import RecurrentPPO as SB3RecurrentPPO
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+
+from agents import RecurrentA2C, RecurrentPPO
+from rl_lstm import CELLS
+from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
+from rl_lstm.registry import has_dropout_method
+
+PPO_KWARGS = dict(n_steps=128, batch_size=256, n_epochs=10)
+A2C_AS_PPO = dict(
+    n_epochs=1, learning_rate=7e-4, gae_lambda=1.0, normalize_advantage=False,
+    clip_range=1e9, max_grad_norm=0.5, policy_kwargs=dict(optimizer_class=th.optim.RMSprop,
+                                                          optimizer_kwargs=dict(alpha=0.99, eps=1e-5)),
+)  # fmt: skip
+
+
+@dataclass
+class Row:
+    """One configuration to time."""
+
+    block: str
+    name: str
+    algo: type
+    policy: str
+    kwargs: dict[str, Any]
+    reference: bool = False
+    results: list[dict[str, float]] = field(default_factory=list)
+
+
+def rows(cells: list[str], dropout: float, hidden: int) -> list[Row]:
+    out = [Row("ppo", "stock RecurrentPPO (nn.LSTM)", SB3RecurrentPPO, "MlpLstmPolicy",
+               dict(PPO_KWARGS, policy_kwargs=dict(lstm_hidden_size=hidden)), reference=True)]  # fmt: skip
+    for cell in cells:
+        p = dict(cell=cell, dropout=dropout if has_dropout_method(cell) else 0.0, lstm_hidden_size=hidden)
+        out.append(Row("ppo", f"agents.RecurrentPPO {cell}", RecurrentPPO, "CellLstmPolicy",
+                       dict(PPO_KWARGS, seq_len=32, policy_kwargs=p)))  # fmt: skip
+    for n_steps in (5, 128):  # A2C's own default, and the PPO block's rollout length
+        block = f"a2c n_steps={n_steps}"
+        stock_a2c = dict(A2C_AS_PPO, n_steps=n_steps, batch_size=n_steps * 8,
+                         policy_kwargs=dict(A2C_AS_PPO["policy_kwargs"], lstm_hidden_size=hidden))  # fmt: skip
+        out.append(Row(block, "stock RecurrentPPO as A2C (nn.LSTM)", SB3RecurrentPPO, "MlpLstmPolicy", stock_a2c,
+                       reference=True))  # fmt: skip
+        out.append(Row(block, "agents.RecurrentA2C lstm", RecurrentA2C, "CellLstmPolicy",
+                       dict(n_steps=n_steps, policy_kwargs=dict(cell="lstm", lstm_hidden_size=hidden))))  # fmt: skip
+    out.append(Row("mlp64", "SB3 PPO MLP (64, 64)", PPO, "MlpPolicy",
+                   dict(PPO_KWARGS, policy_kwargs=dict(net_arch=[64, 64])), reference=True))  # fmt: skip
+    out.append(Row("mlp64", "agents.RecurrentPPO lstm 64", RecurrentPPO, "CellLstmPolicy",
+                   dict(PPO_KWARGS, seq_len=32, policy_kwargs=dict(cell="lstm", lstm_hidden_size=64))))  # fmt: skip
+    return out
+
+
+def timed(algo: type) -> type:
+    """A subclass of ``algo`` that adds up the CPU seconds spent collecting and updating."""
+
+    class Timed(algo):
+        def _setup_model(self) -> None:
+            super()._setup_model()
+            self.bench_times = {"collect": 0.0, "train": 0.0}
+
+        def collect_rollouts(self, *args, **kwargs):
+            start = time.process_time()
+            try:
+                return super().collect_rollouts(*args, **kwargs)
+            finally:
+                self.bench_times["collect"] += time.process_time() - start
+
+        def train(self) -> None:
+            start = time.process_time()
+            super().train()
+            self.bench_times["train"] += time.process_time() - start
+
+    Timed.__name__ = f"Timed{algo.__name__}"
+    return Timed
+
+
+def run_once(row: Row, budget: int, threads: int, seed: int) -> dict[str, float]:
+    pin_threads(threads)
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    model = timed(row.algo)(row.policy, env, seed=seed, device="cpu", **row.kwargs)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model.learn(budget)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    env.close()
+    return {
+        "steps": model.num_timesteps,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "collect_s": model.bench_times["collect"],
+        "train_s": model.bench_times["train"],
+        "steps_per_s": model.num_timesteps / wall,
+        "steps_per_cpu_s": model.num_timesteps / cpu,
+    }
+
+
+def report(all_rows: dict[int, list[Row]], settings: dict[str, Any]) -> str:
+    lines = [
+        "# Training speed",
+        "",
+        f"Machine: {describe_machine(settings['machine'])}. Budget {settings['budget']} env-steps per run, "
+        f"{settings['repeats']} repeat(s), medians. Command: `{settings['command']}`",
+        "",
+    ]
+    for threads, rs in all_rows.items():
+        lines += [f"## {threads} torch thread(s)", ""]
+        key = "steps_per_cpu_s" if threads == 1 else "steps_per_s"
+        unit = "env-steps per CPU-s" if threads == 1 else "env-steps/s (wall)"
+        for block in dict.fromkeys(r.block for r in rs):
+            block_rows = [r for r in rs if r.block == block]
+            ref = next(r for r in block_rows if r.reference)
+            ref_sps = statistics.median(x[key] for x in ref.results)
+            lines += [
+                f"### {block}",
+                "",
+                f"| configuration | {unit} (min-max) | collect CPU-s | update CPU-s | x reference |",
+                "| --- | --- | --- | --- | --- |",
+            ]
+            for r in block_rows:
+                sps = [x[key] for x in r.results]
+                med = statistics.median(sps)
+                lines.append(
+                    f"| {r.name} | {med:.0f} ({min(sps):.0f}-{max(sps):.0f}) "
+                    f"| {statistics.median(x['collect_s'] for x in r.results):.1f} "
+                    f"| {statistics.median(x['train_s'] for x in r.results):.1f} | {med / ref_sps:.2f} |"
+                )
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", type=int, default=30_000, help="Env-steps each run learns for.")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure.")
+    p.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS), help="Cells of the ppo block.")
+    p.add_argument(
+        "--dropout", type=float, default=0.1, help="Dropout of the cells named for a dropout method (masks on).",
+    )
+    p.add_argument("--hidden-size", type=int, default=256, help="Hidden units of the recurrent rows.")
+    p.add_argument("--repeats", type=int, default=1, help="Runs per row (rotated order).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("results/train"))
+    p.add_argument("--quick", action="store_true", help="Tiny budget, two cells, one thread count (for CI).")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.budget, args.threads, args.cells, args.hidden_size = 2048, [1], ["lstm", "gal"], 32
+    if args.budget < 1 or args.repeats < 1 or any(t < 1 for t in args.threads):
+        p.error(f"--budget {args.budget}, --repeats {args.repeats}, --threads {args.threads}: expected positive")
+    settings = {
+        "budget": args.budget, "repeats": args.repeats, "threads": args.threads, "cells": args.cells,
+        "dropout": args.dropout, "hidden_size": args.hidden_size, "machine": machine_info(),
+        "command": "python scripts/bench_train.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }  # fmt: skip
+    print(f"machine: {settings['machine']}", flush=True)
+    all_rows: dict[int, list[Row]] = {}
+    for threads in args.threads:
+        rs = rows(args.cells, args.dropout, args.hidden_size)
+        for rep in range(args.repeats):
+            shift = rep % len(rs)
+            for r in rs[shift:] + rs[:shift]:
+                res = run_once(r, args.budget, threads, args.seed)
+                r.results.append(res)
+                print(f"[{threads} thr, rep {rep}] {r.name}: {res['steps_per_s']:.0f} steps/s "
+                      f"(collect {res['collect_s']:.1f} s, update {res['train_s']:.1f} s)", flush=True)  # fmt: skip
+        all_rows[threads] = rs
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "settings": settings,
+        "rows": {
+            str(t): [{k: v for k, v in asdict(r).items() if k not in ("algo", "kwargs")} for r in rs]
+            for t, rs in all_rows.items()
+        },
+    }
+    (args.out / "train_speed.json").write_text(json.dumps(data, indent=2, default=str))
+    (args.out / "train_speed.md").write_text(report(all_rows, settings))
+    print(report(all_rows, settings))
+    return 0
+

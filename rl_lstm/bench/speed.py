@@ -1,0 +1,312 @@
+"""Speed of every registered cell against ``nn.LSTM`` and ``torch.lstm_cell`` on the same weights.
+
+Two kinds of measurement:
+
+* **Step mode** (the seed's benchmark, extended): one step per call (``seq_len`` 1), the output
+  fed back as the next input (so ``input_size == hidden_size``), for every hidden size, batch
+  and mode. Modes: ``eval`` (eval mode, no grad: the seed's "inference" table), ``train-nograd``
+  (training mode, masks on, no grad: acting with masks, as a rollout that records them) and
+  ``train`` (training mode, masks on, autograd recording the graph but no backward: what the
+  seed's own loop did, and the step-by-step path of an update). References: ``nn.LSTM``
+  called with ``seq_len`` 1 (the seed's yardstick) and ``torch.lstm_cell`` (the faster
+  per-step kernel on CPU).
+* **Sequence mode**: one call over a whole ``(T, B, H)`` sequence in training mode, forward
+  plus backward of ``out.sum()``, against ``nn.LSTM``'s fused call and a ``torch.lstm_cell``
+  loop; with and without episode starts; plus the bytes of activations saved for backward.
+
+Method: for each (mode, size, batch) every timer is warmed up, then R rounds time every timer
+once each in a shuffled order, so drift and a noisy neighbour hit all of them alike. Reported:
+the median per-step time with min-max over rounds, and ratios taken round by round (a cell's
+time over the reference's time in the same round), median with min-max. Thread count pinned.
+
+Output: ``speed.json`` (machine, settings, every measurement) and ``speed.md`` (tables, the
+targets as a pass/fail column: reported, never asserted), and ``speed.png`` when matplotlib
+is installed.
+
+    python scripts/bench_speed.py [--out DIR] [--quick] [--sizes ...] [--batches ...]
+        [--cells ...] [--repeats N] [--threads N] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from rl_lstm import CELLS, RecurrentLayer
+from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
+from rl_lstm.bench.report import summarize, write_json
+from rl_lstm.bench.speed_report import markdown, missed_targets, plot
+from rl_lstm.bench.speed_spec import (
+    MODES,
+    REF_LC,
+    REF_NN,
+    SEED_SIZES,
+    SEED_SPEED,
+    SEED_STEPS,
+    Mode,
+    Settings,
+    sequence_targets,
+    step_targets,
+)
+from rl_lstm.bench.timing import Timer, calibrate, cuda_peak_bytes, make_sync, ratio_stats, saved_bytes, time_rounds, us
+
+
+def build(names: list[str], hidden: int, s: Settings) -> tuple[nn.LSTM, dict[str, RecurrentLayer]]:
+    """An ``nn.LSTM(hidden, hidden)`` and every named cell holding a copy of its weights."""
+    torch.manual_seed(s.seed)
+    ref = nn.LSTM(hidden, hidden).to(s.device)
+    return ref, {n: CELLS[n].from_torch(ref, dropout=s.dropout) for n in names}
+
+
+def ref_params(ref: nn.LSTM) -> list[Tensor]:
+    """``[weight_ih, weight_hh, bias_ih, bias_hh]`` of a one-layer nn.LSTM, for torch.lstm_cell."""
+    return [ref.weight_ih_l0, ref.weight_hh_l0, ref.bias_ih_l0, ref.bias_hh_l0]
+
+
+def step_timers(
+    ref: nn.LSTM, cells: dict[str, RecurrentLayer], batch: int, mode: Mode, device: str
+) -> dict[str, Timer]:
+    """Timers that run n steps of one call each, the output fed back as the next input."""
+    hidden = ref.hidden_size
+    x0 = torch.randn(1, batch, hidden, device=device)  # (1, B, H): the first input
+    params = ref_params(ref)
+    ref.train(mode.train)
+
+    def run_nn(n: int) -> None:
+        with torch.set_grad_enabled(mode.grad):
+            y, state = x0, None
+            for _ in range(n):
+                y, state = ref(y, state)  # (1, B, H)
+
+    def run_lc(n: int) -> None:
+        with torch.set_grad_enabled(mode.grad):
+            y = x0[0]  # (B, H)
+            h = c = torch.zeros_like(y)
+            for _ in range(n):
+                h, c = torch.lstm_cell(y, (h, c), *params)
+                y = h
+
+    def cell_timer(cell: RecurrentLayer) -> Timer:
+        cell.train(mode.train)
+
+        def run(n: int) -> None:
+            with torch.set_grad_enabled(mode.grad):
+                y, state = x0, None  # hidden=None on the first step: an episode starts, fresh masks
+                for _ in range(n):
+                    y, state = cell(y, state)  # (1, B, H)
+
+        return run
+
+    return {REF_NN: run_nn, REF_LC: run_lc, **{name: cell_timer(cell) for name, cell in cells.items()}}
+
+
+def sequence_timers(
+    ref: nn.LSTM, cells: dict[str, RecurrentLayer], x: Tensor, starts: Tensor | None
+) -> dict[str, Timer]:
+    """Timers that run n calls of forward over ``x`` (T, B, H) plus backward of ``out.sum()``.
+
+    The references know nothing of episodes: they run the whole sequence without resets.
+    """
+    params = ref_params(ref)
+    ref.train()
+
+    def run_fused(n: int) -> None:
+        for _ in range(n):
+            ref.zero_grad(set_to_none=True)
+            out, _ = ref(x)  # (T, B, H)
+            out.sum().backward()
+
+    def run_lc(n: int) -> None:
+        for _ in range(n):
+            ref.zero_grad(set_to_none=True)
+            h = c = x.new_zeros(x.shape[1], ref.hidden_size)  # (B, H)
+            outs = []
+            for x_t in x.unbind(0):  # unbind, not x[t]: one select-backward node per step otherwise
+                h, c = torch.lstm_cell(x_t, (h, c), *params)
+                outs.append(h)
+            torch.stack(outs).sum().backward()
+
+    def cell_timer(cell: RecurrentLayer) -> Timer:
+        cell.train()
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                cell.zero_grad(set_to_none=True)
+                out, _ = cell(x, None, episode_starts=starts)  # (T, B, H)
+                out.sum().backward()
+
+        return run
+
+    return {REF_NN: run_fused, REF_LC: run_lc, **{name: cell_timer(cell) for name, cell in cells.items()}}
+
+
+def run_step_mode(s: Settings, log: Callable[[str], None]) -> list[dict]:
+    sync = make_sync(s.device)
+    rng = random.Random(s.seed)
+    configs = [(m, h, b) for m in s.modes for h in s.sizes for b in s.batches]
+    results = []
+    start = time.perf_counter()
+    for i, (mode_name, hidden, batch) in enumerate(configs, 1):
+        mode = MODES[mode_name]
+        ref, cells = build(s.cells, hidden, s)
+        timers = step_timers(ref, cells, batch, mode, s.device)
+        n = calibrate(timers, s, sync, s.min_steps, s.max_steps)
+        per_step = time_rounds(timers, n, s.repeats, sync, rng)
+        row: dict = {
+            "mode": mode_name,
+            "hidden": hidden,
+            "batch": batch,
+            "steps": n,
+            "repeats": s.repeats,
+            "load_average_1min": os.getloadavg()[0],  # other work on the machine: the noise to expect
+            "references": {k: {"us_per_step": us(per_step[k])} for k in (REF_NN, REF_LC)},
+            "cells": {},
+        }
+        for name in s.cells:
+            r_lc = ratio_stats(per_step[name], per_step[REF_LC])
+            sp_nn = ratio_stats(per_step[REF_NN], per_step[name])
+            row["cells"][name] = {
+                "us_per_step": us(per_step[name]),
+                "ratio_lstm_cell": r_lc,
+                "speedup_nn_lstm": sp_nn,
+                "targets": step_targets(name, mode, batch, r_lc["median"], sp_nn["median"]),
+            }
+        results.append(row)
+        lc = row["references"][REF_LC]["us_per_step"]["median"]
+        log(
+            f"[step {i}/{len(configs)}] {mode_name:12s} H={hidden:<5d} B={batch:<3d} {n:4d} steps x {s.repeats} "
+            f"rounds; lstm_cell {lc:.0f} us/step; {time.perf_counter() - start:.0f} s so far"
+        )
+    return results
+
+
+def run_sequence_mode(s: Settings, log: Callable[[str], None]) -> list[dict]:
+    sync = make_sync(s.device)
+    rng = random.Random(s.seed + 1)
+    results = []
+    for setting, prob in (("no episode starts", 0.0), ("episode starts", s.seq_start_prob)):
+        ref, cells = build(s.cells, s.seq_hidden, s)
+        gen = torch.Generator().manual_seed(s.seed)
+        x = torch.randn(s.seq_len, s.seq_batch, s.seq_hidden, generator=gen).to(s.device)  # (T, B, H)
+        starts = None
+        if prob > 0:
+            starts = (torch.rand(s.seq_len, s.seq_batch, generator=gen) < prob).to(s.device)  # (T, B)
+        timers = sequence_timers(ref, cells, x, starts)
+        n = calibrate(timers, s, sync, 1, s.seq_max_calls) if s.steps is None else 1
+        per_call = time_rounds(timers, n, s.repeats, sync, rng)
+        exclude = {p.untyped_storage().data_ptr() for m in (ref, *cells.values()) for p in m.parameters()}
+        exclude.add(x.untyped_storage().data_ptr())
+        memory = {k: {"saved_bytes": saved_bytes(fn, exclude)} for k, fn in timers.items()}
+        if s.device == "cuda":
+            for k, fn in timers.items():
+                memory[k]["cuda_peak_bytes"] = cuda_peak_bytes(fn)
+        row: dict = {
+            "setting": setting,
+            "seq_len": s.seq_len,
+            "batch": s.seq_batch,
+            "hidden": s.seq_hidden,
+            "start_prob": prob,
+            "steps_with_a_start": 0 if starts is None else int(starts.any(1).sum()),
+            "calls": n,
+            "repeats": s.repeats,
+            "references": {
+                k: {"ms_per_call": summarize([v * 1e3 for v in per_call[k]]), **memory[k]} for k in (REF_NN, REF_LC)
+            },
+            "cells": {},
+        }
+        for name in s.cells:
+            r_nn = ratio_stats(per_call[name], per_call[REF_NN])
+            row["cells"][name] = {
+                "ms_per_call": summarize([v * 1e3 for v in per_call[name]]),
+                "ratio_nn_lstm_fused": r_nn,
+                "ratio_lstm_cell_loop": ratio_stats(per_call[name], per_call[REF_LC]),
+                **memory[name],
+                "targets": sequence_targets(name, r_nn["median"]),
+            }
+        results.append(row)
+        fused = row["references"][REF_NN]["ms_per_call"]["median"]
+        log(f"[sequence] {setting}: {n} call(s) x {s.repeats} rounds; nn.LSTM fused {fused:.1f} ms per call")
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, bool]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("results/speed"), help="folder for speed.json, speed.md, speed.png")
+    p.add_argument("--quick", action="store_true", help="sizes 32 and 64, batches 1 and 16, 50 steps, 2 rounds")
+    p.add_argument("--sizes", type=int, nargs="+", help="hidden sizes (default 128 256 512 1024 2048)")
+    p.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 1 16 64)")
+    p.add_argument("--cells", nargs="+", choices=list(CELLS), help="registered cells to time (default: all)")
+    p.add_argument("--modes", nargs="+", choices=list(MODES), help="step modes (default: all)")
+    p.add_argument("--repeats", type=int, help="timed rounds per measurement (default 9)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--steps", type=int, help="fixed steps per timing instead of calibrating to --round-seconds")
+    p.add_argument("--round-seconds", type=float, help="target length of one round of all timers (default 2.0)")
+    p.add_argument("--seq-len", type=int, help="sequence mode T (default 128)")
+    p.add_argument("--seq-batch", type=int, help="sequence mode B (default 16)")
+    p.add_argument("--seq-hidden", type=int, help="sequence mode H (default 256)")
+    p.add_argument("--no-plot", action="store_true", help="skip speed.png")
+    a = p.parse_args(argv)
+    s = Settings(threads=a.threads, device=a.device)
+    if a.quick:
+        s.sizes, s.batches, s.repeats, s.steps = [32, 64], [1, 16], 2, 50
+        s.seq_len, s.seq_batch, s.seq_hidden = 16, 4, 32
+    for key in (
+        "sizes",
+        "batches",
+        "cells",
+        "modes",
+        "repeats",
+        "steps",
+        "round_seconds",
+        "seq_len",
+        "seq_batch",
+        "seq_hidden",
+    ):
+        if getattr(a, key) is not None:
+            setattr(s, key, getattr(a, key))
+    for key in ("repeats", "threads", "seq_len", "seq_batch", "seq_hidden"):
+        if getattr(s, key) < 1:
+            p.error(f"--{key.replace('_', '-')} must be at least 1")
+    if s.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
+    return s, a.out, a.no_plot
+
+
+def main(argv: list[str] | None = None) -> int:
+    s, out, no_plot = parse_args(argv)
+    threads = pin_threads(s.threads)
+    machine = machine_info(s.device)
+    log = lambda msg: print(msg, flush=True)
+    log(f"Machine: {describe_machine(machine)}")
+    log(f"Cells: {', '.join(s.cells)}; modes: {', '.join(s.modes)}; sizes {s.sizes}; batches {s.batches}")
+    start = time.perf_counter()
+    step = run_step_mode(s, log)
+    seq = run_sequence_mode(s, log)
+    machine["load_average_at_end"] = list(os.getloadavg())
+    machine["seconds"] = round(time.perf_counter() - start, 1)
+    machine["torch_threads"] = threads
+    data = {
+        "machine": machine,
+        "settings": asdict(s),
+        "seed_published": {"steps": SEED_STEPS, "sizes": SEED_SIZES, "seconds_nn_lstm_then_cell": SEED_SPEED},
+        "step": step,
+        "sequence": seq,
+    }
+    data["missed_targets"] = missed_targets(step, seq)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "speed.json", data)
+    (out / "speed.md").write_text(markdown(data) + "\n")
+    wrote = ["speed.json", "speed.md"]
+    if not no_plot and plot(data, out / "speed.png"):
+        wrote.append("speed.png")
+    log(f"{len(data['missed_targets'])} target(s) missed; wrote {', '.join(wrote)} to {out} in {machine['seconds']} s")
+    return 0
