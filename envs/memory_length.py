@@ -8,10 +8,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.rendering import FLOOR, MARK, RENDER_MODES, SYMBOL, check_render_mode, grid_to_rgb
+from envs.rendering import FLOOR, MARK, RENDER_MODES, SYMBOL, GridRender, check_render_mode
 
 
-class MemoryLength(gym.Env[np.ndarray, np.int64]):
+class MemoryLength(GridRender, gym.Env[np.ndarray, np.int64]):
     """Remember ``num_bits`` random bits for ``memory_length`` steps, then report the queried one.
 
     ## Description
@@ -114,10 +114,6 @@ class MemoryLength(gym.Env[np.ndarray, np.int64]):
         grid[2, : min(self._t, width)] = FLOOR
         return grid
 
-    def render(self) -> str | np.ndarray | None:
-        if self.render_mode == "rgb_array":
-            return grid_to_rgb(self._grid())
-        if self.render_mode != "ansi":
-            return None
+    def _text(self) -> str:
         bits = "".join(str(b) for b in self._context)
         return f"t={self._t}/{self.memory_length} context={bits} query={self._query}"

@@ -30,6 +30,23 @@ PALETTE = np.array(
 )
 
 
+class GridRender:
+    """``render()`` for a task that draws its state as a grid (``_grid()``) and as text (``_text()``)."""
+
+    render_mode: str | None
+
+    def _grid(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _text(self) -> str:
+        raise NotImplementedError
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return grid_to_rgb(self._grid())
+        return self._text() if self.render_mode == "ansi" else None
+
+
 def check_render_mode(render_mode: str | None) -> str | None:
     if render_mode is not None and render_mode not in RENDER_MODES:
         raise ValueError(f"render_mode={render_mode!r}: expected None or one of {', '.join(map(repr, RENDER_MODES))}")

@@ -8,13 +8,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.rendering import MARK, RENDER_MODES, SYMBOL, check_render_mode, grid_to_rgb
+from envs.rendering import MARK, RENDER_MODES, SYMBOL, GridRender, check_render_mode
 
 # Every level scores the same number of answers, so returns are comparable across ``k``.
 DEFAULT_SCORED_STEPS = 16
 
 
-class RepeatPrevious(gym.Env[np.ndarray, np.int64]):
+class RepeatPrevious(GridRender, gym.Env[np.ndarray, np.int64]):
     """Answer with the symbol that was shown ``k`` steps ago.
 
     ## Description
@@ -123,11 +123,7 @@ class RepeatPrevious(gym.Env[np.ndarray, np.int64]):
         grid[1, min(self._t, self.episode_length - 1)] = MARK
         return grid
 
-    def render(self) -> str | np.ndarray | None:
-        if self.render_mode == "rgb_array":
-            return grid_to_rgb(self._grid())
-        if self.render_mode != "ansi":
-            return None
+    def _text(self) -> str:
         shown = str(self._symbols[self._t]) if self._t < self.episode_length else "-"
         answer = "-" if self._last_action is None else str(self._last_action)
         return f"t={self._t} shown={shown} last_answer={answer} last_reward={self._last_reward:.4f}"

@@ -8,13 +8,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.rendering import AGENT, FLOOR, GOAL, RENDER_MODES, check_render_mode, grid_to_rgb
+from envs.rendering import AGENT, FLOOR, GOAL, RENDER_MODES, GridRender, check_render_mode
 
 RIGHT, LEFT, UP, DOWN = 0, 1, 2, 3
 GOAL_NAMES = ("up", "down")
 
 
-class TMaze(gym.Env[np.ndarray, np.int64]):
+class TMaze(GridRender, gym.Env[np.ndarray, np.int64]):
     """Passive T-maze (Bakker, 2001) with a 0/1 reward.
 
     ## Description
@@ -115,11 +115,7 @@ class TMaze(gym.Env[np.ndarray, np.int64]):
         grid[1, self._position] = AGENT
         return grid
 
-    def render(self) -> str | np.ndarray | None:
-        if self.render_mode == "rgb_array":
-            return grid_to_rgb(self._grid())
-        if self.render_mode != "ansi":
-            return None
+    def _text(self) -> str:
         cells = ["."] * (self.corridor_length + 1)
         cells[self._position] = "A"
         return f"{''.join(cells)}| goal={GOAL_NAMES[self._goal - UP]}"

@@ -14,6 +14,7 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.envs.toy_text.cliffwalking import CliffWalkingEnv
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.env_util import make_vec_env
 
 from envs import ENV_INFO, MEMORY_ENV_IDS, MaskVelocityWrapper, MemoryLength, RepeatPrevious, TMaze
 from envs.t_maze import DOWN, LEFT, RIGHT, UP
@@ -141,6 +142,22 @@ def test_registry_is_consistent() -> None:
             assert info.memoryless_bound < info.threshold, env_id
 
 
+@pytest.mark.parametrize("env_id", MEMORY_TASK_IDS)
+def test_render_modes(env_id: str) -> None:
+    """rgb_array draws the state (SB3's make_vec_env asks for it first); ansi describes it in a line."""
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.reset(seed=0)
+    before = env.render()
+    assert before.dtype == np.uint8 and before.ndim == 3 and before.shape[2] == 3
+    env.step(0)  # every task moves on with action 0 (the T-maze's agent steps right)
+    assert not np.array_equal(before, env.render()), "the picture shows the state"
+    text = gym.make(env_id, render_mode="ansi")
+    text.reset(seed=0)
+    assert isinstance(text.render(), str) and text.render()
+    vec = make_vec_env(env_id, n_envs=2, seed=0)
+    assert vec.render_mode == "rgb_array" and vec.reset().shape[0] == 2
+
+
 @pytest.mark.parametrize("env_id", MEMORY_ENV_IDS)
 def test_gymnasium_env_checker(env_id: str) -> None:
     env = gym.make(env_id)
@@ -258,7 +275,7 @@ def _layers(env: gym.Env) -> list[gym.Env]:
         (lambda: TMaze(corridor_length=0), "corridor_length must be >= 1"),
         (lambda: MemoryLength(memory_length=0), "memory_length must be >= 1"),
         (lambda: MemoryLength(num_bits=0), "num_bits must be >= 1"),
-        (lambda: TMaze(render_mode="human"), "render_mode must be"),
+        (lambda: TMaze(render_mode="human"), "render_mode='human': expected None or one of 'ansi', 'rgb_array'"),
         (lambda: MaskVelocityWrapper(CartPoleEnv(), (1, 4)), r"indices must lie in \[0, 4\)"),
         (lambda: MaskVelocityWrapper(CartPoleEnv(), (-1,)), r"indices must lie in \[0, 4\)"),
         (lambda: MaskVelocityWrapper(CliffWalkingEnv(), (0,)), "one-dimensional Box"),

@@ -33,7 +33,10 @@ from agents.sweep.records import LOCK_NAME, _lock, _strict_json, is_done, read_r
 from agents.sweep.report import report
 from agents.sweep.spec import DEFAULT_SWEEP, SweepError, load_sweep, order, plan
 from agents.sweep.worker import FAIL_ENV
+from agents.training.cli import integer_arg
 from rl_lstm.bench.report import write_json
+
+POSITIVE, NON_NEGATIVE = integer_arg(1), integer_arg(0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,13 +46,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--envs", nargs="+", help="Only these environments of the sweep.")
     p.add_argument("--cells", nargs="+", help="Only these cells (registry names).")
     p.add_argument("--algos", nargs="+", help="Only these algorithms, baselines included (e.g. ppo ppo-mlp).")
-    p.add_argument("--seeds", type=_positive, help="Seeds 0..N-1 (default: the sweep's; per-env caps still apply).")
+    p.add_argument("--seeds", type=POSITIVE, help="Seeds 0..N-1 (default: the sweep's; per-env caps still apply).")
     p.add_argument(
-        "--first-seed", type=_non_negative, default=0, help="Leave out the seeds below this one (to split a sweep)."
+        "--first-seed", type=NON_NEGATIVE, default=0, help="Leave out the seeds below this one (to split a sweep)."
     )
-    p.add_argument("--workers", type=_positive, default=None, help="Runs in parallel (default: usable cores).")
-    p.add_argument("--threads", type=_positive, default=1, help="Torch threads (Ray CPUs) per run (default: 1).")
-    p.add_argument("--retries", type=_non_negative, default=2, help="Retries of a failed run (default: 2).")
+    p.add_argument("--workers", type=POSITIVE, default=None, help="Runs in parallel (default: usable cores).")
+    p.add_argument("--threads", type=POSITIVE, default=1, help="Torch threads (Ray CPUs) per run (default: 1).")
+    p.add_argument("--retries", type=NON_NEGATIVE, default=2, help="Retries of a failed run (default: 2).")
     p.add_argument("--out", type=Path, default=Path("results/memory"), help="Output folder (default: %(default)s).")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes (default) or Ray.")
     p.add_argument("--address", help="Ray cluster to join (auto, HOST:PORT or ray://HOST:10001); default: a local one.")
@@ -59,23 +62,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.address and args.backend != "ray":
         p.error("--address: only with --backend ray")
     return args
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive integer")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a non-negative integer")
-    return value
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -20,7 +20,9 @@ from agents.training.config import ConfigError, TrainConfig, check_config, expec
 from agents.training.run import train
 
 
-def _integer(minimum: int | None) -> Any:
+def integer_arg(minimum: int | None) -> Any:
+    """An argparse type: an integer, at least ``minimum`` when one is given."""
+
     def parse(text: str) -> int:
         expected = expected_integer(minimum)
         try:
@@ -59,7 +61,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.type == "int":
-            kwargs["type"] = _integer(meta.get("minimum"))
+            kwargs["type"] = integer_arg(meta.get("minimum"))
         elif f.type == "float | None":
             kwargs["type"] = probability
         elif f.type == "list[str]":
