@@ -108,7 +108,9 @@ class SequenceRolloutBuffer(RolloutBuffer):
             self._chunked = self._chunk_all(n_chunks)
             self.generator_ready = True
         data, first, masks = self._chunked
-        order = th.randperm(n_chunks, device=self.device)
+        # One batch of everything needs no shuffle (and draws no random numbers).
+        shuffle = th.randperm if per_batch < n_chunks else th.arange
+        order = shuffle(n_chunks, device=self.device)
         for start in range(0, n_chunks, per_batch):
             idx = order[start : start + per_batch]
             d = {k: v.index_select(1, idx) for k, v in data.items()}

@@ -101,15 +101,17 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         critic_memory = self.policy.lstm_critic is not None
 
         # Argument checks of torch.distributions cost more than the memory at each step; a NaN
-        # still fails loudly in the sampling.
-        with self.policy.masks_active(), _distribution_checks(False):
+        # still fails loudly in the sampling. The masks act only in the policy's own calls, not in the
+        # callbacks': a periodic evaluation runs mask-free and leaves the memories' masks as they were.
+        with _distribution_checks(False):
             while n_steps < n_rollout_steps:
                 if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                     self.policy.reset_noise(env.num_envs)
                 with th.no_grad():
                     obs_tensor = obs_as_tensor(self._last_obs, self.device)
                     episode_starts = th.as_tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
-                    actions, values, log_probs, lstm_states = self.policy(obs_tensor, lstm_states, episode_starts)
+                    with self.policy.masks_active():
+                        actions, values, log_probs, lstm_states = self.policy(obs_tensor, lstm_states, episode_starts)
                     masks = self.policy.last_masks()
                 actions = actions.cpu().numpy()
                 clipped_actions = actions
@@ -136,7 +138,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                         source = lstm_states.vf if critic_memory else lstm_states.pi
                         value_masks = masks.vf if critic_memory else masks.pi
                         row_mask = None if value_masks is None else value_masks[:, idx : idx + 1]
-                        with th.no_grad():
+                        with th.no_grad(), self.policy.masks_active():
                             terminal_value = self.policy.predict_values(
                                 terminal_obs,
                                 (source[0][:, idx : idx + 1].contiguous(), source[1][:, idx : idx + 1].contiguous()),
@@ -163,6 +165,26 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         callback.on_rollout_end()
         self.timings["collect"] += time.perf_counter() - start
         return True
+
+    def replay_max_abs_logp_diff(self) -> float:
+        """Largest |log pi_new - log pi_old| over the whole rollout, recomputed without gradients before
+        the update changes the parameters: 0 up to rounding when the update replays collection exactly
+        (same states, same masks). One forward pass over the rollout (a few percent of a PPO update)."""
+        self.policy.set_training_mode(True)
+        worst = 0.0
+        with th.no_grad():
+            for data in self.rollout_buffer.get(batch_size=None):
+                _, log_prob, _ = self.policy.evaluate_sequences(
+                    data.observations, self._actions(data), data.lstm_states, data.episode_starts, data.masks
+                )
+                worst = max(worst, (log_prob - data.old_log_prob).abs().max().item())
+        return worst
+
+    def _actions(self, data) -> th.Tensor:
+        """The stored actions as the distribution takes them."""
+        if isinstance(self.action_space, spaces.Discrete):
+            return data.actions.long().flatten()
+        return data.actions
 
     def _record_timings(self, train_seconds: float) -> None:
         self.timings["train"] += train_seconds

@@ -105,20 +105,15 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         clip_range = self.clip_range(self._current_progress_remaining)
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
         entropy_losses, pg_losses, value_losses, clip_fractions = [], [], [], []
-        replay_diff = None
+        replay_diff = self.replay_max_abs_logp_diff()  # same parameters, same masks: the ratio must be 1
         continue_training = True
 
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             for data in self.rollout_buffer.get(self.batch_size):
-                actions = data.actions
-                if isinstance(self.action_space, spaces.Discrete):
-                    actions = actions.long().flatten()
                 values, log_prob, entropy = self.policy.evaluate_sequences(
-                    data.observations, actions, data.lstm_states, data.episode_starts, data.masks
+                    data.observations, self._actions(data), data.lstm_states, data.episode_starts, data.masks
                 )
-                if replay_diff is None:  # same parameters, same masks: the ratio must be 1
-                    replay_diff = (log_prob - data.old_log_prob).abs().max().item()
                 advantages = data.advantages
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ def save_atomically(model: BaseAlgorithm, path: Path) -> None:
     os.replace(tmp, path)
     env = model.get_vec_normalize_env()
     if env is not None:
-        stats = path.with_name(f"{path.stem}_vecnormalize.pkl")
+        stats = vecnormalize_path(path)
         tmp_stats = stats.with_name(f".{stats.name}.tmp")
         env.save(str(tmp_stats))
         os.replace(tmp_stats, stats)
@@ -67,10 +68,52 @@ def raise_stop(signum: int, frame: Any) -> None:
     raise Stop(signum)
 
 
+def saved_timesteps(path: Path) -> int:
+    """The timestep count stored in a saved model (SB3's zip holds it in its ``data`` entry)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return int(json.loads(z.read("data"))["num_timesteps"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"--resume {str(path)!r}: not a readable saved model ({e})") from None
+
+
 def resolve_resume(path: str | Path) -> Path:
-    """A run folder (its last checkpoint, else its model) or a model .zip -> the .zip to load."""
+    """A model .zip, or a run folder -> the newest of its last checkpoint and its final model (a finished
+    run's model.zip is newer than its last periodic checkpoint)."""
     path = Path(path)
-    for candidate in (path, path / "checkpoints" / "last.zip", path / "model.zip"):
-        if candidate.is_file() and candidate.suffix == ".zip":
-            return candidate
-    raise ConfigError(f"--resume {str(path)!r}: expected a run folder with checkpoints/last.zip or a model .zip")
+    if path.is_file() and path.suffix == ".zip":
+        return path
+    candidates = [p for p in (path / "checkpoints" / "last.zip", path / "model.zip") if p.is_file()]
+    if not candidates:
+        raise ConfigError(
+            f"--resume {str(path)!r}: expected a run folder with checkpoints/last.zip or model.zip, or a model .zip"
+        )
+    return max(candidates, key=saved_timesteps)
+
+
+def run_folder_of(model: Path) -> Path:
+    """The run folder a saved model belongs to (``RUN/model.zip``, ``RUN/checkpoints/last.zip``)."""
+    return model.parent.parent if model.parent.name == "checkpoints" else model.parent
+
+
+def vecnormalize_path(model: Path) -> Path:
+    """Where :func:`save_atomically` keeps a model's normalisation statistics."""
+    return model.with_name(f"{model.stem}_vecnormalize.pkl")
+
+
+class SaveVecNormalize(BaseCallback):
+    """For ``EvalCallback(callback_on_new_best=...)``: the new best model's normalisation statistics
+    beside it, so that ``best_model.zip`` can be evaluated as it was."""
+
+    def __init__(self, best_model: Path) -> None:
+        super().__init__()
+        self.best_model = best_model
+
+    def _on_step(self) -> bool:
+        env = self.model.get_vec_normalize_env()
+        if env is not None:
+            target = vecnormalize_path(self.best_model)
+            tmp = target.with_name(f".{target.name}.tmp")
+            env.save(str(tmp))
+            os.replace(tmp, target)
+        return True

@@ -15,7 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.training.checkpoints import Stop, resolve_resume
+import yaml
+
+from agents.training.algos import ALGOS
+from agents.training.checkpoints import Stop, resolve_resume, run_folder_of, saved_timesteps
 from agents.training.config import ConfigError, TrainConfig, check_config, expected_integer, parse_hyperparams
 from agents.training.run import train
 
@@ -70,6 +73,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["nargs"] = "+"
         elif "choices" in meta:
             kwargs["choices"] = meta["choices"]()
+            if "const" in meta:  # the flag alone means this choice
+                kwargs.update(nargs="?", const=meta["const"])
         parser.add_argument(flag, **kwargs)
 
 
@@ -84,31 +89,63 @@ def build_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The configuration from the parsed flags (only those given; the rest keep the field defaults)."""
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields given explicitly on the command line."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     if "hyperparams" in given:
         given["hyperparams"] = parse_hyperparams(given["hyperparams"])
-    return TrainConfig(**given)
+    return given
+
+
+def load_run_config(run_dir: Path) -> dict[str, Any]:
+    """The TrainConfig fields recorded in a run's ``config.yaml`` ({} where there is none)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in data.items() if k in fields}
+
+
+def config_from_args(args: argparse.Namespace, log: Any = print) -> tuple[TrainConfig, Path | None]:
+    """The configuration and the model to resume from. A resumed run starts from its own ``config.yaml``;
+    only the options given explicitly override it (and the log says which)."""
+    given = given_options(args)
+    if args.resume is None:
+        config = TrainConfig(**given)
+        if "cell" in given and ALGOS[config.algo].memory != "cell":
+            raise ConfigError(f"cell={config.cell!r}: algo {config.algo!r} has no memory cell ({config.memory})")
+        return config, None
+    model = resolve_resume(args.resume)
+    recorded = load_run_config(run_folder_of(model))
+    overridden = {k: v for k, v in given.items() if k in recorded and recorded[k] != v}
+    changed = ", ".join(f"{k}={v!r} (was {recorded[k]!r})" for k, v in overridden.items())
+    source = run_folder_of(model) / "config.yaml" if recorded else "the command line (no config.yaml found)"
+    log(f"resuming {model} ({saved_timesteps(model)} steps) with the configuration of {source}"
+        + (f"; overridden: {changed}" if changed else ""))  # fmt: skip
+    return TrainConfig(**{**recorded, **given}), model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = config_from_args(args)
+        config, resume = config_from_args(args)
         check_config(config)
-        if args.resume is not None:
-            resolve_resume(args.resume)
     except ConfigError as e:
         parser.error(str(e))  # exit code 2
     run_dir = args.out
+    if run_dir is None and resume is not None:
+        run_dir = run_folder_of(resume)  # the same run goes on
     if run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / config.env / f"{config.algo}-{config.cell}-s{config.seed}-{stamp}"
+        run_dir = Path("runs") / config.env / f"{config.algo}-{config.memory}-s{config.seed}-{stamp}"
     progress_bar = sys.stdout.isatty() if args.progress_bar is None else args.progress_bar
     try:
-        record = train(config, run_dir, resume=args.resume, progress_bar=progress_bar)
+        record = train(config, run_dir, resume=resume, progress_bar=progress_bar)
     except KeyboardInterrupt:
         return 130
     except Stop as e:
@@ -116,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     print(
-        f"eval {config.env} {config.algo}/{config.cell}: mean_return={record['mean_return']:.1f} "
+        f"eval {config.env} {config.algo}/{config.memory}: mean_return={record['mean_return']:.1f} "
         f"+- {record['std_return']:.1f} over {record['episodes']} episodes after {record['timesteps']} steps "
         f"({record['wall_time_s']:.0f} s) -> {run_dir}"
     )

@@ -3,6 +3,7 @@ and help (the command line is generated from it), its checks and the hyperparame
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import importlib
@@ -13,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import torch as th
 import yaml
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
 from agents.training.algos import ALGOS
+from agents.training.zoo import RUN_KEYS, entry_for
 from rl_lstm import CELLS
 from rl_lstm.registry import default_dropout
-
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,19 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any =
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+NORMALIZE = {
+    "none": "no normalisation",
+    "obs": "observations only (VecNormalize(norm_reward=False))",
+    "obs-reward": "observations and rewards (VecNormalize's defaults; the zoo's normalize: true)",
+}
+
+# Arguments of the algorithms that the run sets itself, each with the flag to use instead.
+RESERVED = {"seed": "--seed", "device": "--device", "tensorboard_log": "--tensorboard", "verbose": None,
+            "policy": "--algo", "env": "--env", "_init_setup_model": None}  # fmt: skip
+# policy_kwargs that the memory flags set, each with its flag.
+MEMORY_KWARGS = {"cell": "--cell", "dropout": "--dropout", "lstm_hidden_size": "--hidden-size"}
 
 
 @dataclass
@@ -54,20 +68,26 @@ class TrainConfig:
     hidden_size: int = option(64, "Hidden units of the memory.", minimum=1)
     n_envs: int = option(8, "Parallel environments.", minimum=1)
     total_timesteps: int = option(100_000, "Environment steps to train for (over all environments).", minimum=1)
-    seed: int = option(0, "Random seed (environments, torch, numpy).")
+    seed: int = option(0, "Random seed (environments, torch, numpy).", minimum=0)
     eval_episodes: int = option(20, "Episodes of the final deterministic evaluation (and of each periodic one).",
                                 minimum=1)  # fmt: skip
     eval_freq: int = option(
         0, "Also evaluate every this many environment steps, keeping best_model.zip (0: only at the end).", minimum=0
     )
     hyperparams: dict[str, Any] = option(
-        factory=dict, help="Overrides of the algorithm's keyword arguments: a YAML file or key=value pairs (YAML "
-        "values; policy_kwargs merged key by key).", metavar="YAML_OR_KEY=VALUE",
+        factory=dict, help="Overrides of the algorithm's keyword arguments, on top of the entry for the "
+        "environment in agents/training/hyperparams/ALGO.yml: a YAML file or key=value pairs (YAML values; "
+        "policy_kwargs merged key by key).", metavar="YAML_OR_KEY=VALUE",
     )  # fmt: skip
-    normalize: bool = option(False, "Normalise observations with VecNormalize (saved and restored with the model).")
+    normalize: str | None = option(
+        None, "Normalisation with VecNormalize (statistics saved beside every model): "
+        + "; ".join(f"{k}: {v}" for k, v in NORMALIZE.items())
+        + ". --normalize alone means obs-reward; default: the environment's hyperparameter entry, else none.",
+        choices=lambda: list(NORMALIZE), const="obs-reward",
+    )  # fmt: skip
     vec_env: str = option("dummy", "Vectorised environment: dummy (one process) or subproc.",
                           choices=lambda: ["dummy", "subproc"])  # fmt: skip
-    device: str = option("cpu", "Torch device (cpu, cuda, auto).")
+    device: str = option("cpu", "Torch device (cpu, cuda, cuda:N, auto).")
     threads: int = option(1, "torch.set_num_threads for the run.", minimum=1)
     checkpoint_freq: int = option(10_000, "Save a checkpoint every this many environment steps.", minimum=1)
     env_packages: list[str] = option(
@@ -76,32 +96,85 @@ class TrainConfig:
     )  # fmt: skip
     tensorboard: bool = option(True, "Write TensorBoard events to the run folder.")
 
+    def __post_init__(self) -> None:
+        if isinstance(self.normalize, bool):  # config.yaml of earlier runs, and the zoo's spelling
+            self.normalize = "obs-reward" if self.normalize else "none"
+
     @property
     def cell_dropout(self) -> float:
         """The dropout the cell gets: the given one, else the registry's default for the cell."""
         return default_dropout(self.cell) if self.dropout is None else self.dropout
 
+    @property
+    def memory(self) -> str:
+        """What the run's memory is, in words: the cell, sb3-contrib's nn.LSTM, or none."""
+        kind = ALGOS[self.algo].memory
+        return self.cell if kind == "cell" else "nn.LSTM" if kind == "lstm" else "none"
+
+    def hyperparams_entry(self) -> tuple[str, dict[str, Any]]:
+        """The name and the contents of the algorithm's hyperparameter entry for the environment."""
+        return entry_for(self.algo, self.env)
+
+    @property
+    def normalization(self) -> str:
+        """The normalisation the run uses: the given one, else the entry's, else none."""
+        if self.normalize is not None:
+            return self.normalize
+        value = self.hyperparams_entry()[1].get("normalize", False)
+        if isinstance(value, dict):  # the zoo's dict(norm_obs=..., norm_reward=...)
+            return "obs-reward" if value.get("norm_reward", True) else "obs" if value.get("norm_obs", True) else "none"
+        return value if value in NORMALIZE else "obs-reward" if value else "none"
+
     def algo_kwargs(self) -> dict[str, Any]:
-        """The algorithm's keyword arguments as written in config.yaml: defaults, the memory, then
-        the overrides (``policy_kwargs`` merged key by key)."""
-        spec = ALGOS[self.algo]
-        kwargs = dict(spec.defaults)
-        policy_kwargs = dict(kwargs.pop("policy_kwargs", {}))
-        if spec.memory == "cell":
+        """The algorithm's keyword arguments as written in config.yaml: the environment's entry, the
+        memory, then the overrides (``policy_kwargs`` merged key by key)."""
+        kwargs = {k: v for k, v in self.hyperparams_entry()[1].items() if k not in RUN_KEYS}
+        policy_kwargs = policy_kwargs_dict(kwargs.pop("policy_kwargs", None))
+        kind = ALGOS[self.algo].memory
+        if kind == "cell":
             policy_kwargs.update(cell=self.cell, dropout=self.cell_dropout, lstm_hidden_size=self.hidden_size)
-        elif spec.memory == "lstm":
+        elif kind == "lstm":
             policy_kwargs.update(lstm_hidden_size=self.hidden_size)
         overrides = dict(self.hyperparams)
-        policy_kwargs.update(overrides.pop("policy_kwargs", None) or {})
+        policy_kwargs.update(policy_kwargs_dict(overrides.pop("policy_kwargs", None)))
         kwargs.update(overrides)
         kwargs["policy_kwargs"] = policy_kwargs
         return kwargs
 
     def resolved_algo_kwargs(self) -> dict[str, Any]:
-        """:meth:`algo_kwargs` with schedules and activation names turned into objects."""
+        """:meth:`algo_kwargs` with schedules and class names turned into objects."""
         kwargs = {k: resolve(k, v) for k, v in self.algo_kwargs().items()}
         kwargs["policy_kwargs"] = {k: resolve(k, v) for k, v in kwargs["policy_kwargs"].items()}
         return kwargs
+
+
+def policy_kwargs_dict(value: Any) -> dict[str, Any]:
+    """``policy_kwargs`` as a dict: a mapping, None, or the zoo's string ``"dict(key=value, ...)"`` whose
+    values are literals or names (``nn.ReLU``, ``th.optim.AdamW``: read as their last part)."""
+    if value is None:
+        return {}
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = _literal("policy_kwargs", ast.parse(value.strip(), mode="eval").body)
+        except SyntaxError:
+            parsed = None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"policy_kwargs={value!r}: expected a mapping, e.g. {{net_arch: [64]}}, or 'dict(k=v, ...)'")
+    return dict(parsed)
+
+
+def _literal(key: str | None, node: ast.expr) -> Any:
+    if isinstance(node, (ast.Name, ast.Attribute)):  # nn.ReLU -> "ReLU": resolved by name
+        return node.id if isinstance(node, ast.Name) else node.attr
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {kw.arg: _literal(kw.arg, kw.value) for kw in node.keywords}
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(key, e) for e in node.elts]
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise ConfigError(f"policy_kwargs: {key}={ast.unparse(node)}: expected a literal or a class name") from None
 
 
 def expected_integer(minimum: int | None) -> str:
@@ -111,18 +184,25 @@ def expected_integer(minimum: int | None) -> str:
     return "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}
+OPTIMIZERS = {"adam": th.optim.Adam, "adamw": th.optim.AdamW, "rmsprop": th.optim.RMSprop, "sgd": th.optim.SGD}
+NAMED_CLASSES = {"activation_fn": ACTIVATIONS, "optimizer_class": OPTIMIZERS}
+
+
 def resolve(key: str, value: Any) -> Any:
-    """Turn the YAML-friendly spellings into objects: ``lin_X`` is SB3's linear schedule from X to 0,
-    and ``activation_fn`` is a name of :data:`ACTIVATIONS`."""
+    """Turn the YAML-friendly spellings into objects: ``lin_X`` is SB3's linear schedule from X to 0;
+    ``activation_fn`` and ``optimizer_class`` are names (any case: ``relu``, ``ReLU``, ``AdamW``)."""
     if isinstance(value, str) and value.startswith("lin_"):
         try:
             return LinearSchedule(float(value[4:]), 0.0, 1.0)
         except ValueError:
             raise ConfigError(f"{key}={value!r}: expected lin_<number>, e.g. lin_0.001") from None
-    if key == "activation_fn" and isinstance(value, str):
-        if value not in ACTIVATIONS:
-            raise ConfigError(f"activation_fn={value!r}: expected one of {', '.join(ACTIVATIONS)}")
-        return ACTIVATIONS[value]
+    if key in NAMED_CLASSES and isinstance(value, str):
+        named = NAMED_CLASSES[key]
+        found = {k.replace("_", ""): v for k, v in named.items()}.get(value.lower().replace("_", ""))
+        if found is None:
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(named)}")
+        return found
     return value
 
 
@@ -136,11 +216,11 @@ def import_env_packages(packages: list[str]) -> None:
 
 
 def check_config(config: TrainConfig) -> None:
-    """Raise ConfigError naming the first bad value."""
+    """Raise ConfigError naming the first bad value (nothing is built or written here)."""
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
         value = getattr(config, f.name)
-        if choices is not None and value not in choices():
+        if choices is not None and value is not None and value not in choices():
             raise ConfigError(f"{f.name}={value!r}: expected one of {', '.join(choices())}")
         minimum = f.metadata.get("minimum")
         if minimum is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
@@ -150,19 +230,56 @@ def check_config(config: TrainConfig) -> None:
         isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0
     ):
         raise ConfigError(f"dropout={dropout!r}: expected a number in [0, 1)")
+    check_device(config.device)
     import_env_packages(config.env_packages)
     if config.env not in gym.registry:
-        close = difflib.get_close_matches(config.env, list(gym.registry), n=5, cutoff=0.5)
-        hint = f"; closest registered ids: {', '.join(close)}" if close else ""
-        raise ConfigError(f"env={config.env!r}: not a registered Gymnasium id{hint}")
+        raise ConfigError(f"env={config.env!r}: not a registered Gymnasium id{_closest(config.env, gym.registry)}")
+    check_hyperparams(config)
+
+
+def _closest(name: str, names: Any) -> str:
+    close = difflib.get_close_matches(name, list(names), n=5, cutoff=0.5)
+    return f"; closest: {', '.join(close)}" if close else ""
+
+
+def check_device(device: str) -> None:
+    """A device torch knows and this machine has (``auto``: CUDA where there is one, else the CPU)."""
+    if device == "auto":
+        return
+    try:
+        dev = th.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r}: expected cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and (not th.cuda.is_available() or (dev.index or 0) >= th.cuda.device_count()):
+        raise ConfigError(f"device={device!r}: no such CUDA device on this machine; expected cpu or auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r}: expected cpu, cuda, cuda:N or auto")
+
+
+def check_hyperparams(config: TrainConfig) -> None:
+    """The overrides and the entry are arguments of the algorithm, none of them set by a flag."""
     algo_cls = ALGOS[config.algo].cls
-    accepted = set(inspect.signature(algo_cls.__init__).parameters) - {"self", "policy", "env"}
-    unknown = sorted(set(config.hyperparams) - accepted)
-    if unknown:
-        raise ConfigError(
-            f"hyperparams {', '.join(unknown)}: not arguments of {algo_cls.__name__}; "
-            f"expected some of {', '.join(sorted(accepted))}"
-        )
+    accepted = set(inspect.signature(algo_cls.__init__).parameters) - {"self", *RESERVED}
+    for key in config.hyperparams:
+        if key in RESERVED:
+            flag = RESERVED[key]
+            instead = f"; use {flag}" if flag else ""
+            raise ConfigError(f"hyperparams {key}: set by the run itself, not by --hyperparams{instead}")
+        if key not in accepted:
+            raise ConfigError(
+                f"hyperparams {key}: not an argument of {algo_cls.__name__}{_closest(key, accepted)}; "
+                f"expected some of {', '.join(sorted(accepted))}"
+            )
+    given_policy_kwargs = policy_kwargs_dict(config.hyperparams.get("policy_kwargs"))
+    memory = ALGOS[config.algo].memory
+    set_by_flags = {
+        k: flag for k, flag in MEMORY_KWARGS.items() if memory == "cell" or memory == "lstm" and k == "lstm_hidden_size"
+    }
+    for key, flag in set_by_flags.items():
+        if key in given_policy_kwargs:
+            raise ConfigError(f"policy_kwargs {key}: the memory is set with {flag}, not in --hyperparams")
+    for key, value in {**config.algo_kwargs(), **config.algo_kwargs()["policy_kwargs"]}.items():
+        resolve(key, value)  # a bad schedule or class name fails here, before anything is built
 
 
 def _number(value: Any) -> Any:

@@ -19,4 +19,4 @@ def make_envs(config: TrainConfig, n_envs: int, seed: int) -> VecEnv:
 def make_eval_env(config: TrainConfig, seed: int) -> VecEnv:
     """One environment; with normalisation, statistics frozen (synchronised from training)."""
     env = make_envs(dataclasses.replace(config, vec_env="dummy"), 1, seed)
-    return VecNormalize(env, training=False, norm_reward=False) if config.normalize else env
+    return env if config.normalization == "none" else VecNormalize(env, training=False, norm_reward=False)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch as th
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
@@ -21,27 +20,65 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from agents.training.algos import ALGOS
 from agents.training.checkpoints import (
     CheckpointCallback,
+    SaveVecNormalize,
     Stop,
     raise_stop,
     resolve_resume,
     save_atomically,
     save_checkpoint,
+    vecnormalize_path,
 )
 from agents.training.config import ConfigError, TrainConfig, check_config
 from agents.training.environments import make_envs, make_eval_env
 from agents.training.evaluation import evaluate
+from rl_lstm.bench.machine import pin_threads
 
 
 def build_model(config: TrainConfig, env: VecEnv, resume: Path | None) -> BaseAlgorithm:
     """A new model from the configuration, or the one saved at ``resume`` on ``env``."""
     spec = ALGOS[config.algo]
-    if resume is not None:
-        return spec.cls.load(resume, env=env, device=config.device)
-    kwargs = config.resolved_algo_kwargs()
     try:
-        return spec.cls(spec.policy, env, seed=config.seed, device=config.device, **kwargs)
-    except (ValueError, TypeError) as e:
+        if resume is not None:
+            return spec.cls.load(resume, env=env, device=config.device)
+        return spec.cls(spec.policy, env, seed=config.seed, device=config.device, **config.resolved_algo_kwargs())
+    except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(str(e)) from None
+
+
+def make_training_envs(config: TrainConfig, resume: Path | None) -> VecEnv:
+    """The training environments, wrapped in VecNormalize as the configuration says (with the saved
+    statistics of the model resumed from)."""
+    env = make_envs(config, config.n_envs, config.seed)
+    mode = config.normalization
+    if mode == "none":
+        return env
+    stats = None if resume is None else vecnormalize_path(resume)
+    if stats is not None and stats.is_file():
+        env = VecNormalize.load(str(stats), env)
+        env.training = True
+    else:
+        env = VecNormalize(env)
+    env.norm_reward = mode == "obs-reward"
+    return env
+
+
+def write_config(config: TrainConfig, run_dir: Path, resumed_at: int | None) -> Path:
+    """``config.yaml``: the configuration, the hyperparameter entry used and the merged algorithm arguments.
+    A resumed run keeps its ``config.yaml``; where the continuation differs, it is written beside it as
+    ``config.resumed-<timesteps>.yaml``."""
+    entry, _ = config.hyperparams_entry()
+    text = yaml.safe_dump(
+        {**dataclasses.asdict(config), "normalization": config.normalization, "memory": config.memory,
+         "hyperparams_entry": f"{config.algo}.yml: {entry}", "algo_kwargs": config.algo_kwargs()},
+        sort_keys=False,
+    )  # fmt: skip
+    path = run_dir / "config.yaml"
+    if resumed_at is not None and path.is_file():
+        if path.read_text() == text:
+            return path
+        path = run_dir / f"config.resumed-{resumed_at}.yaml"
+    path.write_text(text)
+    return path
 
 
 def train(
@@ -54,25 +91,29 @@ def train(
 ) -> dict[str, Any]:
     """Train, checkpointing as it goes, then evaluate; returns the evaluation record.
 
-    On Ctrl-C or SIGTERM the model (and normalisation statistics) are saved to
-    ``run_dir/model.zip`` before the exception propagates.
+    Everything is checked and built before anything is written to ``run_dir``. On Ctrl-C or SIGTERM
+    the model (and normalisation statistics) are saved to ``run_dir/model.zip`` before the exception
+    propagates.
     """
     check_config(config)
     resume_path = resolve_resume(resume) if resume is not None else None
-    th.set_num_threads(config.threads)
+    pin_threads(config.threads)
+    env = make_training_envs(config, resume_path)
+    try:
+        model = build_model(config, env, resume_path)
+    except ConfigError:
+        env.close()
+        raise
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump({**dataclasses.asdict(config), "algo_kwargs": config.algo_kwargs()}, sort_keys=False)
-    )
-    env = make_envs(config, config.n_envs, config.seed)
-    if config.normalize:
-        stats = None if resume_path is None else resume_path.with_name(f"{resume_path.stem}_vecnormalize.pkl")
-        env = VecNormalize.load(str(stats), env) if stats is not None and stats.is_file() else VecNormalize(env)
-    model = build_model(config, env, resume_path)
+    config_path = write_config(config, run_dir, None if resume_path is None else model.num_timesteps)
     formats = ["csv", "log"] + (["tensorboard"] if config.tensorboard else [])
     model.set_logger(configure(str(run_dir), formats))
     remaining = config.total_timesteps - model.num_timesteps
-    log(f"training {config.algo} with cell {config.cell} on {config.env} in {run_dir} ({remaining} steps to go)")
+    entry, _ = config.hyperparams_entry()
+    log(
+        f"training {config.algo} (memory: {config.memory}) on {config.env} with {config.algo}.yml entry {entry!r}, "
+        f"normalisation {config.normalization}, in {run_dir} ({remaining} steps to go; config: {config_path.name})"
+    )
     # Ctrl-C raises KeyboardInterrupt even where the process was started with SIGINT ignored (as a
     # shell's background job is); SIGTERM raises Stop. Both save before exiting.
     previous = signal.signal(signal.SIGTERM, raise_stop), signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -85,6 +126,7 @@ def train(
             eval_freq=max(config.eval_freq // config.n_envs, 1),
             log_path=str(run_dir),
             best_model_save_path=str(run_dir),
+            callback_on_new_best=SaveVecNormalize(run_dir / "best_model.zip"),
             deterministic=True,
             verbose=0,
         )
