@@ -73,6 +73,11 @@ class RecurrentLayer(nn.Module):
         dropout_method: str | None = None,
     ) -> None:
         super().__init__()
+        if dropout_method is not None and self.method != "pytorch" and dropout_method != self.method:
+            raise ValueError(
+                f"dropout_method={dropout_method!r}: {type(self).__name__} applies {self.method!r}; for another "
+                "method use LSTM (or LayerNormLSTM) with dropout_method, or the registry name of that method"
+            )
         dropout_method = self.method if dropout_method is None else dropout_method
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
@@ -248,6 +253,11 @@ class RecurrentLayer(nn.Module):
         """An ``nn.LSTM`` with a copy of this cell's weights (cells whose math is nn.LSTM's only)."""
         if not self.torch_equivalent:
             raise TypeError(f"{type(self).__name__} computes more than nn.LSTM does; it has no nn.LSTM equivalent")
+        if self.mask_spec.site == "zoneout" and self.dropout > 0:
+            raise TypeError(
+                f"{type(self).__name__} with dropout={self.dropout}: zoneout's evaluation mixes each step with the "
+                "previous state, which nn.LSTM does not compute; it has no nn.LSTM equivalent"
+            )
         w = self._param()
         lstm = nn.LSTM(self.input_size, self.hidden_size, bias=self.bias).to(w.device, w.dtype)
         with torch.no_grad():

@@ -83,22 +83,43 @@ def test_layer_norm_cells_have_no_nn_lstm():
         make_cell("ln", 3, 4).to_torch()
 
 
+def test_zoneout_has_no_nn_lstm_while_it_zones_out():
+    """Zoneout's evaluation mixes each step with the previous state: an nn.LSTM would compute another thing."""
+    cell = make_cell("zoneout", 3, 4, dropout=0.3).eval()
+    with pytest.raises(TypeError, match="zoneout's evaluation mixes"):
+        cell.to_torch()
+    x = torch.randn(6, 2, 3)
+    plain = make_cell("zoneout", 3, 4)  # dropout 0: exactly nn.LSTM
+    torch.testing.assert_close(plain.to_torch()(x)[0], plain(x)[0], atol=1e-6, rtol=0)
+
+
+def test_a_named_method_is_not_replaced_silently():
+    with pytest.raises(ValueError, match="dropout_method='moon': GalLSTM applies 'gal'"):
+        make_cell("gal", 3, 4, dropout=0.2, dropout_method="moon")
+    assert make_cell("gal", 3, 4, dropout_method="gal").dropout_method == "gal"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_episode_starts_reset_rows(name):
-    """A row starting an episode at step t gives what a fresh call from step t gives."""
+    """A row starting an episode at step t gives what a fresh call from step t gives; the other rows, and
+    the starting rows before their start, run on from their given state."""
     cell = make_cell(name, 4, 5)
     x = torch.randn(12, 3, 4)
+    hidden = _states(3, 5)
     starts = torch.zeros(12, 3)
     starts[5, 1] = 1
     starts[9, 0] = 1
-    out, _ = cell(x, _states(3, 5), starts)
-    fresh, _ = cell(x[5:, 1:2])
-    torch.testing.assert_close(out[5:, 1:2], fresh, atol=1e-5, rtol=0)
-    fresh0, _ = cell(x[9:, 0:1])
-    torch.testing.assert_close(out[9:, 0:1], fresh0, atol=1e-5, rtol=0)
-    untouched, _ = cell(x[:, 2:3], tuple(s[:, 2:3] for s in _states(3, 5)))
-    assert not torch.allclose(out[:, 2:3], fresh[:1].expand(12, 1, 5))  # row 2 keeps its given state
-    assert untouched.shape == (12, 1, 5)
+    out, _ = cell(x, hidden, starts)
+
+    def row(b: int, steps: slice = slice(None), state: bool = True) -> torch.Tensor:
+        given = tuple(s[:, b : b + 1] for s in hidden) if state else None
+        return cell(x[steps, b : b + 1], given)[0]
+
+    torch.testing.assert_close(out[5:, 1:2], row(1, slice(5, None), state=False), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[9:, 0:1], row(0, slice(9, None), state=False), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[:, 2:3], row(2), atol=1e-5, rtol=0)  # never starts: not reset with the others
+    torch.testing.assert_close(out[:5, 1:2], row(1, slice(0, 5)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[:9, 0:1], row(0, slice(0, 9)), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agents import RecurrentPPO
 
@@ -48,12 +50,22 @@ def test_happy_path_writes_the_run_folder(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--env", "CartPole-v9"], "closest registered ids: CartPole-v1"),
+        (["--env", "CartPole-v9"], "not a registered Gymnasium id; closest: CartPole-v1"),
         (["--cell", "gru"], "invalid choice: 'gru'"),
         (["--dropout", "1.5"], r"invalid value '1.5': expected a number in [0, 1)"),
         (["--hidden-size", "0"], "invalid value '0': expected a positive integer"),
         (["--n-envs", "-2"], "invalid value '-2': expected a positive integer"),
-        (["--hyperparams", "n_stepz=8"], "hyperparams n_stepz: not arguments of RecurrentPPO"),
+        (["--hyperparams", "n_stepz=8"], "hyperparams n_stepz: not an argument of RecurrentPPO; closest: n_steps"),
+        (["--seed", "-1"], "invalid value '-1': expected an integer >= 0"),
+        (["--device", "bogus"], "device='bogus': expected cpu, cuda, cuda:N or auto"),
+        (["--hyperparams", "seed=3"], "hyperparams seed: set by the run itself, not by --hyperparams; use --seed"),
+        (["--hyperparams", "device=cpu"], "hyperparams device: set by the run itself, not by --hyperparams; use --dev"),
+        (["--hyperparams", "policy_kwargs={cell: gal}"], "policy_kwargs cell: the memory is set with --cell"),
+        (["--hyperparams", "policy_kwargs={optimizer_class: adamx}"], "optimizer_class='adamx': expected one of adam"),
+        (["--hyperparams", "policy_kwargs=dict(net_arch=[64"], "policy_kwargs='dict(net_arch=[64': expected a mapping"),
+        (["--hyperparams", "learning_rate=lin_x"], "learning_rate='lin_x': expected lin_<number>"),
+        (["--algo", "ppo-mlp", "--cell", "ln-gal"], "cell='ln-gal': algo 'ppo-mlp' has no memory cell"),
+        (["--normalize", "rewards"], "argument --normalize: invalid choice: 'rewards'"),
         (["--hyperparams", "seq_len=7"], "seq_len=7: expected a positive divisor of n_steps=32"),
         (["--env-package", "no_such_module_xyz"], "--env-package 'no_such_module_xyz': cannot import it"),
         (["--resume", "/nonexistent/run"], "--resume '/nonexistent/run': expected a run folder"),
@@ -63,6 +75,33 @@ def test_bad_input_exits_2_with_a_message(args, message, tmp_path):
     proc = run(*args, "--total-timesteps", "64", "--out", str(tmp_path / "run"))
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists(), "nothing is written before the run is built"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_an_error_not_a_silent_fallback(tmp_path):
+    proc = run("--device", "cuda", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "no such CUDA device on this machine" in proc.stderr
+
+
+def test_a_failed_build_leaves_an_existing_run_untouched(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("cell: gal\n")
+    proc = run("--out", str(out), "--cell", "ln", "--hyperparams", "n_steps=16", "seq_len=7", "--n-envs", "2")
+    assert proc.returncode == 2 and "seq_len=7" in proc.stderr, proc.stderr
+    assert (out / "config.yaml").read_text() == "cell: gal\n"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path):
+    out = tmp_path / "run"
+    (tmp_path / "hp.yml").write_text("learning_rate: 3e-4\n")
+    proc = run("--total-timesteps", "64", "--out", str(out), *TINY, "ent_coef=1e-2", str(tmp_path / "hp.yml"))
+    assert proc.returncode == 0, proc.stderr
+    algo_kwargs = yaml.safe_load((out / "config.yaml").read_text())["algo_kwargs"]
+    assert algo_kwargs["learning_rate"] == 3e-4 and algo_kwargs["ent_coef"] == 1e-2
 
 
 def test_env_package_and_yaml_hyperparams(tmp_path):
@@ -84,12 +123,39 @@ def test_env_package_and_yaml_hyperparams(tmp_path):
     assert not list(out.glob("events.out.tfevents.*"))
 
 
-def test_normalize_saves_statistics(tmp_path):
+@pytest.mark.parametrize("flag, norm_reward", [(["--normalize"], True), (["--normalize", "obs"], False)])
+def test_normalize_saves_statistics(flag, norm_reward, tmp_path):
     out = tmp_path / "run"
-    proc = run("--normalize", "--total-timesteps", "128", "--out", str(out), *TINY)
+    proc = run(*flag, "--total-timesteps", "128", "--eval-freq", "64", "--out", str(out), *TINY)
     assert proc.returncode == 0, proc.stderr
-    assert (out / "model_vecnormalize.pkl").is_file()
-    assert (out / "checkpoints" / "last_vecnormalize.pkl").is_file()
+    for stats in ("model_vecnormalize.pkl", "checkpoints/last_vecnormalize.pkl", "best_model_vecnormalize.pkl"):
+        assert (out / stats).is_file(), stats
+    with open(out / "model_vecnormalize.pkl", "rb") as f:
+        saved = pickle.load(f)
+    assert saved.norm_obs and saved.norm_reward is norm_reward
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["normalization"]
+    assert recorded == ("obs-reward" if norm_reward else "obs")
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    """A finished run, resumed with only a new budget: its own configuration (cell, dropout, normalisation),
+    its final model (newer than its last checkpoint) and statistics; its config.yaml untouched."""
+    out = tmp_path / "run"
+    proc = run("--cell", "gal", "--dropout", "0.2", "--normalize", "--total-timesteps", "192", "--out", str(out), *TINY)
+    assert proc.returncode == 0, proc.stderr
+    original = (out / "config.yaml").read_text()
+    with open(out / "model_vecnormalize.pkl", "rb") as f:
+        count = pickle.load(f).obs_rms.count
+    proc = run("--resume", str(out), "--total-timesteps", "320")
+    assert proc.returncode == 0, proc.stderr
+    assert "overridden: total_timesteps=320 (was 192)" in proc.stdout
+    assert "(128 steps to go;" in proc.stdout, "from model.zip (192 steps), not checkpoints/last.zip (128)"
+    assert "ppo/gal" in proc.stdout.strip().splitlines()[-1]
+    assert (out / "config.yaml").read_text() == original
+    resumed = yaml.safe_load((out / "config.resumed-192.yaml").read_text())
+    assert (resumed["cell"], resumed["dropout"], resumed["normalization"]) == ("gal", 0.2, "obs-reward")
+    with open(out / "model_vecnormalize.pkl", "rb") as f:
+        assert pickle.load(f).obs_rms.count > count + 100, "the statistics carried on"
 
 
 def _start(out: Path) -> subprocess.Popen:
@@ -143,7 +209,7 @@ def test_sigkill_keeps_last_checkpoint_and_resume_carries_on(tmp_path):
     target = steps + 128
     proc = run("--resume", str(out), "--total-timesteps", str(target), "--out", str(out), *TINY)
     assert proc.returncode == 0, proc.stderr
-    assert f"({target - steps} steps to go)" in proc.stdout
+    assert f"({target - steps} steps to go;" in proc.stdout
     record = json.loads((out / "eval.json").read_text())
     assert target <= record["timesteps"] < target + 64
 
