@@ -9,10 +9,10 @@ install:
 test:
 	$(PYTHON) -m pytest -m "not slow"
 
-test-all:
-	$(PYTHON) -m pytest
+test-all:  # the long learning runs too (pyproject's addopts deselect them otherwise)
+	$(PYTHON) -m pytest -m "slow or not slow"
 
-lint:
+lint:  # ruff comes with the dev extra: pip install -e ".[dev]"
 	$(PYTHON) -m ruff check .
 
 speed:

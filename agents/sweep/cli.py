@@ -33,10 +33,8 @@ from agents.sweep.records import LOCK_NAME, _lock, _strict_json, is_done, read_r
 from agents.sweep.report import report
 from agents.sweep.spec import DEFAULT_SWEEP, SweepError, load_sweep, order, plan
 from agents.sweep.worker import FAIL_ENV
-from agents.training.cli import integer_arg
+from rl_lstm.bench.args import NON_NEGATIVE, POSITIVE
 from rl_lstm.bench.report import write_json
-
-POSITIVE, NON_NEGATIVE = integer_arg(1), integer_arg(0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

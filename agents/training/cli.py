@@ -19,34 +19,9 @@ import yaml
 
 from agents.training.algos import ALGOS
 from agents.training.checkpoints import Stop, resolve_resume, run_folder_of, saved_timesteps
-from agents.training.config import ConfigError, TrainConfig, check_config, expected_integer, parse_hyperparams
+from agents.training.config import ConfigError, TrainConfig, check_config, parse_hyperparams
 from agents.training.run import train
-
-
-def integer_arg(minimum: int | None) -> Any:
-    """An argparse type: an integer, at least ``minimum`` when one is given."""
-
-    def parse(text: str) -> int:
-        expected = expected_integer(minimum)
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {expected}") from None
-        if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected {expected}")
-        return value
-
-    return parse
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number in [0, 1)") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number in [0, 1)")
-    return value
+from rl_lstm.bench.args import integer_arg, probability
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

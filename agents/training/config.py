@@ -22,6 +22,7 @@ from torch import nn
 from agents.training.algos import ALGOS
 from agents.training.zoo import RUN_KEYS, entry_for
 from rl_lstm import CELLS
+from rl_lstm.bench.args import expected_integer
 from rl_lstm.registry import default_dropout
 
 
@@ -175,13 +176,6 @@ def _literal(key: str | None, node: ast.expr) -> Any:
         return ast.literal_eval(node)
     except ValueError:
         raise ConfigError(f"policy_kwargs: {key}={ast.unparse(node)}: expected a literal or a class name") from None
-
-
-def expected_integer(minimum: int | None) -> str:
-    """What an integer option with this minimum expects, in words."""
-    if minimum is None:
-        return "an integer"
-    return "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}

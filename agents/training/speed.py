@@ -41,6 +41,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from agents import RecurrentA2C, RecurrentPPO
 from rl_lstm import CELLS
+from rl_lstm.bench.args import NON_NEGATIVE, POSITIVE, probability
 from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
 from rl_lstm.registry import has_dropout_method
 
@@ -166,22 +167,20 @@ def report(all_rows: dict[int, list[Row]], settings: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", type=int, default=30_000, help="Env-steps each run learns for.")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure.")
+    p.add_argument("--budget", type=POSITIVE, default=30_000, help="Env-steps each run learns for.")
+    p.add_argument("--threads", type=POSITIVE, nargs="+", default=[1, 2], help="torch thread counts to measure.")
     p.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS), help="Cells of the ppo block.")
     p.add_argument(
-        "--dropout", type=float, default=0.1, help="Dropout of the cells named for a dropout method (masks on).",
+        "--dropout", type=probability, default=0.1, help="Dropout of the cells named for a dropout method (masks on).",
     )
-    p.add_argument("--hidden-size", type=int, default=256, help="Hidden units of the recurrent rows.")
-    p.add_argument("--repeats", type=int, default=1, help="Runs per row (rotated order).")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden-size", type=POSITIVE, default=256, help="Hidden units of the recurrent rows.")
+    p.add_argument("--repeats", type=POSITIVE, default=1, help="Runs per row (rotated order).")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--out", type=Path, default=Path("results/train"))
     p.add_argument("--quick", action="store_true", help="Tiny budget, two cells, one thread count (for CI).")
     args = p.parse_args(argv)
     if args.quick:
         args.budget, args.threads, args.cells, args.hidden_size = 2048, [1], ["lstm", "gal"], 32
-    if args.budget < 1 or args.repeats < 1 or any(t < 1 for t in args.threads):
-        p.error(f"--budget {args.budget}, --repeats {args.repeats}, --threads {args.threads}: expected positive")
     settings = {
         "budget": args.budget, "repeats": args.repeats, "threads": args.threads, "cells": args.cells,
         "dropout": args.dropout, "hidden_size": args.hidden_size, "machine": machine_info(),

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl_lstm import CELLS, RecurrentLayer, TorchLSTM
+from rl_lstm.bench.args import POSITIVE
 from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
 from rl_lstm.bench.report import md_table, write_json
 
@@ -248,13 +249,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("results/capacity"), help="folder for capacity.json, capacity.md")
     p.add_argument("--quick", action="store_true", help="layer size 32, 2 epochs, 1 seed, 20 sequences")
-    p.add_argument("--seeds", type=int, help="seeds per cell and task (default 5)")
+    p.add_argument("--seeds", type=POSITIVE, help="seeds per cell and task (default 5)")
     p.add_argument("--cells", nargs="+", choices=list(CELLS), help="registered cells (default: all)")
     p.add_argument("--tasks", nargs="+", choices=[t.name for t in TASKS], help="tasks (default: all)")
-    p.add_argument("--epochs", type=int, help="training epochs (default 10, the seed's)")
-    p.add_argument("--size", type=int, help="layer size (default 256, the seed's)")
-    p.add_argument("--input-size", type=int, help="input size of the tasks with a head (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--epochs", type=POSITIVE, help="training epochs (default 10, the seed's)")
+    p.add_argument("--size", type=POSITIVE, help="layer size (default 256, the seed's)")
+    p.add_argument("--input-size", type=POSITIVE, help="input size of the tasks with a head (default 1)")
+    p.add_argument("--threads", type=POSITIVE, default=1, help="torch threads (default 1)")
     a = p.parse_args(argv)
     s = Settings(threads=a.threads)
     if a.quick:
@@ -262,8 +263,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path]:
     for key in ("seeds", "cells", "tasks", "epochs", "size", "input_size"):
         if getattr(a, key) is not None:
             setattr(s, key, getattr(a, key))
-    if min(s.seeds, s.threads, s.epochs, s.size, s.input_size or 1) < 1:
-        p.error("--seeds, --threads, --epochs, --size and --input-size must be at least 1")
     return s, a.out
 
 

@@ -210,7 +210,9 @@ def markdown(data: dict) -> str:
         "",
     ]
     parts += [
-        f"## Targets: {len(data['missed_targets'])} missed (the list is in speed.json)",
+        "## Targets: not judged (a --quick smoke run at toy sizes)"
+        if s.quick
+        else f"## Targets: {len(data['missed_targets'])} missed (the list is in speed.json)",
         "",
         target_summary(step, seq, s.cells),
         "",

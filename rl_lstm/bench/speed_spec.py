@@ -90,6 +90,7 @@ class Settings:
     seq_start_prob: float = 1 / 32  # per row and step, for the "with episode starts" sequence setting
     seq_max_calls: int = 20
     seed: int = 0
+    quick: bool = False  # a smoke run at toy sizes: the targets are not judged
 
 
 def family(name: str) -> str | None:
