@@ -1,0 +1,83 @@
+"""The README is executable: every command and code block in it runs, with a tiny budget substituted.
+
+The Quick start's installs are what CI itself runs; its training command runs here at a tiny budget. The
+Ray section needs a cluster and is left to tests/test_bench_memory_ray.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+SKIP_SECTIONS = ("Sweeps on a Ray cluster",)
+TINY_TRAIN = ["--n-envs", "2", "--eval-episodes", "1", "--no-tensorboard", "--hidden-size", "8"]
+
+
+def blocks(language: str) -> list[tuple[str, str]]:
+    """``(section, code)`` of every fenced block in ``language``, outside the skipped sections."""
+    found = []
+    for section in re.split(r"\n## ", README):
+        title = section.split("\n", 1)[0]
+        if title.startswith(SKIP_SECTIONS):
+            continue
+        found += [(title, code) for code in re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)]
+    return found
+
+
+def commands() -> list[str]:
+    """Every ``python scripts/...`` command of the bash blocks (the Quick start's after its installs)."""
+    found = []
+    for _, code in blocks("bash"):
+        for line in code.strip().splitlines():
+            for part in line.split("&&"):
+                if part.strip().startswith("python scripts/"):
+                    found.append(part.strip())
+    return found
+
+
+def tiny(command: str) -> list[str]:
+    """The command with a tiny budget: 64 steps (more than a resumed run has), 2 envs, 1 evaluation episode."""
+    args = shlex.split(command)[1:]
+    if "--total-timesteps" in args:
+        i = args.index("--total-timesteps")
+        args[i + 1] = "192" if "--resume" in args else "64"
+    elif args[0] == "scripts/train.py":
+        args += ["--total-timesteps", "64"]
+    return [sys.executable, *args, *(TINY_TRAIN if args[0] == "scripts/train.py" else [])]
+
+
+def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    argv = [argv[0], str(ROOT / argv[1]), *argv[2:]]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_the_readme_has_commands_and_code():
+    assert len(commands()) >= 5 and len(blocks("python")) >= 3
+
+
+@pytest.mark.parametrize("command", commands())
+def test_readme_command_runs(command, tmp_path):
+    argv = tiny(command)
+    if "--resume" in argv:  # the folder the example resumes: a finished run of 64 steps
+        run_dir = argv[argv.index("--resume") + 1]
+        made = run([sys.executable, "scripts/train.py", "--out", run_dir, "--total-timesteps", "64", *TINY_TRAIN],
+                   tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    proc = run(argv, tmp_path)
+    assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    if argv[1] == "scripts/train.py":
+        assert proc.stdout.strip().splitlines()[-1].startswith("eval "), proc.stdout
+
+
+@pytest.mark.parametrize("code", [code for _, code in blocks("python")], ids=lambda c: c.split("\n", 1)[0][:40])
+def test_readme_python_block_runs(code, tmp_path):
+    code = re.sub(r"\.learn\(\s*[\d_]+", ".learn(256", code)  # a tiny budget for training examples
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, f"{code}\n{proc.stderr[-3000:]}"
