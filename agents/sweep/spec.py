@@ -41,8 +41,8 @@ class EnvSpec:
     hidden_size: int = 64
     dropout: float = 0.1
     """Dropout (zoneout) probability of the cells that have one; the others get 0."""
-    normalize: bool = False
-    """Normalise observations (VecNormalize)."""
+    normalize: str | None = None
+    """Normalisation (none, obs, obs-reward; None: the hyperparameter entry's)."""
     hyperparams: dict[str, Any] = field(default_factory=dict)
     """Algorithm arguments for every algorithm that takes them (e.g. ppo-mlp has no seq_len)."""
     algo_hyperparams: dict[str, dict[str, Any]] = field(default_factory=dict)
