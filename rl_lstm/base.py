@@ -258,7 +258,7 @@ class RecurrentLayer(nn.Module):
         """A cell of this class holding a copy of the weights of a one-layer :attr:`torch_module`
         (``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` with tanh)."""
         kind = cls.torch_module.__name__
-        if type(module) is not cls.torch_module:
+        if not isinstance(module, cls.torch_module):
             raise ValueError(f"module: expected a torch.nn.{kind}, got {type(module).__name__}")
         if module.num_layers != 1 or module.bidirectional or module.batch_first or module.proj_size:
             raise ValueError(

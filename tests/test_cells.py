@@ -434,12 +434,29 @@ def test_fast_sequence_path_gradients_equal_step_by_step(name, need_state):
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if hasattr(cell_class(n), "fused")])
-def test_unfused_cell_is_the_same_function(name):
-    """The fused kernels (torch.lstm_cell, torch.gru_cell, the sequence kernels) compute the cell's
-    own step math: the same outputs with ``fused = False``."""
-    cell = make_cell(name, 3, 5, dropout=0.5).double()
-    x, starts = torch.randn(12, 3, 3, dtype=torch.float64), _starts(12, 3, 0.3)
-    out, _ = cell(x, None, starts)
+@pytest.mark.parametrize("starts_at", ["dense", "sparse", "none"])
+@pytest.mark.parametrize("training", [True, False])
+def test_unfused_cell_is_the_same_function(name, starts_at, training):
+    """The fused kernels (torch.lstm_cell, torch.gru_cell, torch.rnn_tanh_cell, the sequence
+    kernels between episode starts) compute the cell's own step math, the Python step loop of
+    ``fused = False``: the same outputs, final state and gradients, in float64."""
+    cell = make_cell(name, 3, 5, dropout=0.5).double().train(training)
+    x = torch.randn(32, 3, 3, dtype=torch.float64, requires_grad=True)
+    hidden = _states(name, 3, 5, torch.float64)
+    starts = {"dense": _starts(32, 3, 0.3), "sparse": torch.zeros(32, 3), "none": None}[starts_at]
+    if starts_at == "sparse":  # one stretch boundary: the sequence kernel once per stretch
+        starts[9, 1] = 1
+    weights = torch.randn(32, 3, 5, dtype=torch.float64)
+
+    def run():
+        out, state = cell(x, hidden, starts, masks=masks)
+        loss = (out * weights).sum() + sum((part * part).sum() for part in _parts(state))
+        return out, _parts(state), torch.autograd.grad(loss, [x, *cell.parameters()])
+
+    cell(x.detach(), hidden, starts)
+    masks = cell.last_masks  # None in eval mode: no masks, the expectation
+    fast = run()
     cell.fused = False
-    slow, _ = cell(x, None, starts, masks=cell.last_masks)
-    torch.testing.assert_close(out, slow)
+    slow = run()
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b)
