@@ -47,7 +47,8 @@ CELLS: dict[str, type[RecurrentLayer]] = {
 }
 
 #: The dropout a cell gets when none is given: cells named for a dropout method (gal, moon, semeniuta,
-#: zoneout, gru-* and their ln- mixes) get this; the others (nn, slow, lstm, ln, nn-gru, gru, ln-gru, rnn) get 0.
+#: zoneout, gru-gal, gru-semeniuta, gru-zoneout and their ln- mixes) get this; the others (nn, slow,
+#: lstm, ln, nn-gru, gru, ln-gru, rnn) get 0.
 DEFAULT_DROPOUT = 0.1
 
 # Keyword arguments that only the LayerNorm family takes (each cell takes those its constructor names).
