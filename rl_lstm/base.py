@@ -12,10 +12,12 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
-from rl_lstm.masks import MaskSpec, check_method, sample_masks
+from rl_lstm.masks import METHODS, MaskSpec, check_method, sample_masks
 from rl_lstm.segments import step_loop
 
-Hidden = tuple[Tensor, Tensor]
+#: A memory's recurrent state as ``forward`` takes and returns it: ``(h, c)`` for the LSTM family,
+#: the tensor ``h`` for memories that carry h only (as ``nn.GRU`` and ``nn.RNN``).
+Hidden = tuple[Tensor, Tensor] | Tensor
 SelfLayer = TypeVar("SelfLayer", bound="RecurrentLayer")
 
 
@@ -30,13 +32,16 @@ def _describe(t: Tensor) -> str:
 
 
 class RecurrentLayer(nn.Module):
-    """One LSTM layer with the ``nn.LSTM`` calling convention, episode resets and dropout masks.
+    """One recurrent layer with the ``nn.LSTM`` / ``nn.GRU`` calling convention, episode resets
+    and dropout masks.
 
-    ``forward(x, hidden=None, episode_starts=None, masks=None) -> (output, (h, c))``
+    ``forward(x, hidden=None, episode_starts=None, masks=None) -> (output, (h, c))`` for the LSTM
+    family, ``-> (output, h)`` for memories that carry h only (:attr:`state_names` ``("h",)``).
 
     Args of forward:
         x: ``(seq_len, batch, input_size)``, any ``seq_len >= 1``.
-        hidden: ``(h, c)``, each ``(1, batch, hidden_size)``; None means zeros (and new masks).
+        hidden: ``(h, c)``, each ``(1, batch, hidden_size)``, or ``h`` ``(1, batch, hidden_size)``
+            for an h-only memory; None means zeros (and new masks).
         episode_starts: ``(seq_len, batch)``, 1 (or True) on the first step of an episode: that
             row's state is zeroed before the step and its per-episode masks are resampled.
         masks: ``(seq_len, batch, mask_width)`` masks to use instead of sampling, e.g. the
@@ -44,7 +49,7 @@ class RecurrentLayer(nn.Module):
         need_state: when False the final state is not wanted: forward returns ``(output, None)``
             and may take a faster path (as ``need_weights`` in ``nn.MultiheadAttention``).
 
-    Returns ``output`` ``(seq_len, batch, hidden_size)`` and the final ``(h, c)``.
+    Returns ``output`` ``(seq_len, batch, hidden_size)`` and the final ``(h, c)`` (or ``h``).
 
     Masks act in training mode, or in eval mode when :attr:`masks_in_eval` is True (RL
     collection runs in eval mode but must act with the masks it will replay). Otherwise the
@@ -62,7 +67,11 @@ class RecurrentLayer(nn.Module):
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")
     #: Rough training time per step relative to ``lstm``; it only orders the memory sweep's queue.
     relative_cost: ClassVar[float] = 1.0
-    torch_equivalent = True  # whether to_torch() can express this cell as an nn.LSTM
+    #: The dropout methods the class takes (keys of ``rl_lstm.masks.METHODS``).
+    dropout_methods: ClassVar[tuple[str, ...]] = tuple(METHODS)
+    #: The one-layer torch module whose math and parameters this class shares (``from_torch`` / ``to_torch``).
+    torch_module: ClassVar[type[nn.RNNBase]] = nn.LSTM
+    torch_equivalent = True  # whether to_torch() can express this cell as its torch_module
 
     def __init__(
         self,
@@ -76,12 +85,12 @@ class RecurrentLayer(nn.Module):
         if dropout_method is not None and self.method != "pytorch" and dropout_method != self.method:
             raise ValueError(
                 f"dropout_method={dropout_method!r}: {type(self).__name__} applies {self.method!r}; for another "
-                "method use LSTM (or LayerNormLSTM) with dropout_method, or the registry name of that method"
+                "method use the registry name of that method, or the family's plain class with dropout_method"
             )
         dropout_method = self.method if dropout_method is None else dropout_method
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
-        self.mask_spec: MaskSpec = check_method(dropout, dropout_method)
+        self.mask_spec: MaskSpec = check_method(dropout, dropout_method, self.dropout_methods)
         self.bias = bool(bias)
         self.dropout = float(dropout)
         self.dropout_method = dropout_method
@@ -96,8 +105,9 @@ class RecurrentLayer(nn.Module):
 
     @property
     def mask_width(self) -> int:
-        """Columns of a step's mask: ``hidden_size``, or ``2 * hidden_size`` for zoneout."""
-        return self.mask_spec.width * self.hidden_size
+        """Columns of a step's mask: ``hidden_size``, or for zoneout ``hidden_size`` per carried
+        state part (``2 * hidden_size`` for the LSTM family's c and h)."""
+        return self.mask_spec.width(self.state_names) * self.hidden_size
 
     @property
     def masks_active(self) -> bool:
@@ -165,13 +175,22 @@ class RecurrentLayer(nn.Module):
         self._check_tensor("x", x, x.shape, "(seq_len, batch, input_size)")
         return x.shape[0], x.shape[1]
 
-    def _check_hidden(self, hidden: object, batch: int, x: Tensor) -> Hidden:
+    def _check_hidden(self, hidden: object, batch: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(h, c)`` each (B, H) from ``hidden``; c is None for an h-only memory."""
+        carries_c = self.state_names == ("h", "c")
         if hidden is None:
             zeros = x.new_zeros(batch, self.hidden_size)
-            return zeros, zeros
+            return zeros, (zeros if carries_c else None)
+        shape = (1, batch, self.hidden_size)
+        if not carries_c:
+            if not isinstance(hidden, Tensor):
+                raise ValueError(
+                    f"hidden: expected the tensor h of shape (1, batch, hidden_size) (this memory carries h "
+                    f"only), got {type(hidden).__name__}"
+                )
+            return self._check_tensor("hidden (h)", hidden, shape, "(1, batch, hidden_size)")[0], None
         if not isinstance(hidden, (tuple, list)) or len(hidden) != 2:
             raise ValueError(f"hidden: expected a tuple (h, c), got {type(hidden).__name__}")
-        shape = (1, batch, self.hidden_size)
         h = self._check_tensor("hidden[0] (h)", hidden[0], shape, "(1, batch, hidden_size)")
         c = self._check_tensor("hidden[1] (c)", hidden[1], shape, "(1, batch, hidden_size)")
         return h[0], c[0]
@@ -213,72 +232,91 @@ class RecurrentLayer(nn.Module):
             masks = self._draw_masks(seq_len, batch, starts, fresh=hidden is None)
         self.last_masks = masks
         output, h, c = self._run(x, h, c, starts, masks, need_state)
-        return output, ((h.unsqueeze(0), c.unsqueeze(0)) if need_state else None)
+        if not need_state:
+            return output, None
+        return output, (h.unsqueeze(0) if c is None else (h.unsqueeze(0), c.unsqueeze(0)))
 
     def _run(
-        self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state: bool = True
+        self,
+        x: Tensor,
+        h: Tensor,
+        c: Tensor | None,
+        starts: Tensor | None,
+        masks: Tensor | None,
+        need_state: bool = True,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """The time loop: ``x`` (T, B, I), ``h``/``c`` (B, H) -> output (T, B, H), h, c. A
-        subclass may return None for h and c when ``need_state`` is False."""
-        # The input projection for all steps at once: (T, B, 4H).
+        """The time loop: ``x`` (T, B, I), ``h``/``c`` (B, H) -> output (T, B, H), h, c (c is None
+        for an h-only memory). A subclass may return None for h and c when ``need_state`` is False."""
+        # The input projection for all steps at once: (T, B, gates * H).
         return step_loop(self._step, self._project_input(x), h, c, starts, masks)
 
     def _project_input(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def _step(self, xw: Tensor, h: Tensor, c: Tensor, m: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """One step from the projected input ``xw`` (B, 4H): returns the new h, c and the output."""
+    def _step(
+        self, xw: Tensor, h: Tensor, c: Tensor | None, m: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """One step from the projected input ``xw`` (B, gates * H): returns the new h, c and the output."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ nn.LSTM weights
+    # ------------------------------------------------------------------ torch weights
     @classmethod
-    def from_torch(cls: type[SelfLayer], lstm: nn.LSTM, **kwargs) -> SelfLayer:
-        """A cell of this class holding a copy of a one-layer ``nn.LSTM``'s weights."""
-        if not isinstance(lstm, nn.LSTM):
-            raise ValueError(f"lstm: expected a torch.nn.LSTM, got {type(lstm).__name__}")
-        if lstm.num_layers != 1 or lstm.bidirectional or lstm.batch_first or lstm.proj_size:
+    def from_torch(cls: type[SelfLayer], module: nn.RNNBase, **kwargs) -> SelfLayer:
+        """A cell of this class holding a copy of the weights of a one-layer :attr:`torch_module`
+        (``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` with tanh)."""
+        kind = cls.torch_module.__name__
+        if not isinstance(module, cls.torch_module):
+            raise ValueError(f"module: expected a torch.nn.{kind}, got {type(module).__name__}")
+        if module.num_layers != 1 or module.bidirectional or module.batch_first or module.proj_size:
             raise ValueError(
-                "lstm: expected one layer, unidirectional, batch_first=False, proj_size=0; got "
-                f"num_layers={lstm.num_layers}, bidirectional={lstm.bidirectional}, "
-                f"batch_first={lstm.batch_first}, proj_size={lstm.proj_size}"
+                "module: expected one layer, unidirectional, batch_first=False, proj_size=0; got "
+                f"num_layers={module.num_layers}, bidirectional={module.bidirectional}, "
+                f"batch_first={module.batch_first}, proj_size={module.proj_size}"
             )
-        w = lstm.weight_ih_l0
-        cell = cls(lstm.input_size, lstm.hidden_size, bias=lstm.bias, **kwargs).to(w.device, w.dtype)
+        if getattr(module, "nonlinearity", "tanh") != "tanh":
+            raise ValueError(f"module: expected nonlinearity='tanh', got {module.nonlinearity!r}")
+        w = module.weight_ih_l0
+        cell = cls(module.input_size, module.hidden_size, bias=module.bias, **kwargs).to(w.device, w.dtype)
         with torch.no_grad():
-            for ours, theirs in zip(cell.lstm_parameters(), _torch_parameters(lstm), strict=True):
+            for ours, theirs in zip(cell.torch_parameters(), _torch_parameters(module), strict=True):
                 ours.copy_(theirs)
         return cell
 
-    def to_torch(self) -> nn.LSTM:
-        """An ``nn.LSTM`` with a copy of this cell's weights (cells whose math is nn.LSTM's only)."""
+    def to_torch(self) -> nn.RNNBase:
+        """A :attr:`torch_module` with a copy of this cell's weights (cells whose math is that module's only)."""
+        kind = self.torch_module.__name__
         if not self.torch_equivalent:
-            raise TypeError(f"{type(self).__name__} computes more than nn.LSTM does; it has no nn.LSTM equivalent")
+            raise TypeError(f"{type(self).__name__} computes more than nn.{kind} does; it has no nn.{kind} equivalent")
         if self.mask_spec.site == "zoneout" and self.dropout > 0:
             raise TypeError(
                 f"{type(self).__name__} with dropout={self.dropout}: zoneout's evaluation mixes each step with the "
-                "previous state, which nn.LSTM does not compute; it has no nn.LSTM equivalent"
+                f"previous state, which nn.{kind} does not compute; it has no nn.{kind} equivalent"
             )
         w = self._param()
-        lstm = nn.LSTM(self.input_size, self.hidden_size, bias=self.bias).to(w.device, w.dtype)
+        module = self.torch_module(self.input_size, self.hidden_size, bias=self.bias).to(w.device, w.dtype)
         with torch.no_grad():
-            for theirs, ours in zip(_torch_parameters(lstm), self.lstm_parameters(), strict=True):
+            for theirs, ours in zip(_torch_parameters(module), self.torch_parameters(), strict=True):
                 theirs.copy_(ours)
-        return lstm
+        return module
 
-    def lstm_parameters(self) -> list[Tensor]:
-        """``[weight_ih, weight_hh, bias_ih, bias_hh]`` (no biases when ``bias=False``)."""
+    def torch_parameters(self) -> list[Tensor]:
+        """``[weight_ih, weight_hh, bias_ih, bias_hh]`` (no biases when ``bias=False``), in the
+        order of the torch module's flat weights."""
         params = [self.weight_ih, self.weight_hh]
         return [*params, self.bias_ih, self.bias_hh] if self.bias else params
 
 
-def _torch_parameters(lstm: nn.LSTM) -> list[Tensor]:
-    names = ["weight_ih_l0", "weight_hh_l0"] + (["bias_ih_l0", "bias_hh_l0"] if lstm.bias else [])
-    return [getattr(lstm, n) for n in names]
+def _torch_parameters(module: nn.RNNBase) -> list[Tensor]:
+    names = ["weight_ih_l0", "weight_hh_l0"] + (["bias_ih_l0", "bias_hh_l0"] if module.bias else [])
+    return [getattr(module, n) for n in names]
 
 
-class LSTMParameters(RecurrentLayer):
-    """A layer holding ``nn.LSTM``-shaped parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H),
-    ``bias_ih`` and ``bias_hh`` (4H), gate order i, f, g, o."""
+class TorchParameters(RecurrentLayer):
+    """A layer holding parameters named and shaped as its :attr:`torch_module`'s: ``weight_ih``
+    (G*H, I), ``weight_hh`` (G*H, H), ``bias_ih`` and ``bias_hh`` (G*H), with G = :attr:`gates`."""
+
+    #: Gate blocks in the weights: 4 for the LSTM (i, f, g, o), 3 for the GRU (r, z, n), 1 for the RNN.
+    gates: ClassVar[int]
 
     def __init__(
         self,
@@ -289,22 +327,29 @@ class LSTMParameters(RecurrentLayer):
         dropout_method: str | None = None,
     ) -> None:
         super().__init__(input_size, hidden_size, bias, dropout, dropout_method)
-        h4 = 4 * self.hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(h4, self.input_size))
-        self.weight_hh = nn.Parameter(torch.empty(h4, self.hidden_size))
+        rows = self.gates * self.hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows, self.input_size))
+        self.weight_hh = nn.Parameter(torch.empty(rows, self.hidden_size))
         if self.bias:
-            self.bias_ih = nn.Parameter(torch.empty(h4))
-            self.bias_hh = nn.Parameter(torch.empty(h4))
+            self.bias_ih = nn.Parameter(torch.empty(rows))
+            self.bias_hh = nn.Parameter(torch.empty(rows))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """As ``nn.LSTM``: every weight and bias uniform in +-1/sqrt(hidden_size)."""
+        """As ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: every weight and bias uniform in +-1/sqrt(hidden_size)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.lstm_parameters():
+        for p in self.torch_parameters():
             nn.init.uniform_(p, -bound, bound)
+
+
+class LSTMParameters(TorchParameters):
+    """``nn.LSTM``-shaped parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``
+    and ``bias_hh`` (4H), gate order i, f, g, o."""
+
+    gates = 4
 
     def _bias(self) -> Tensor | None:
         return self.bias_ih + self.bias_hh if self.bias else None

@@ -72,7 +72,7 @@ class LSTM(LSTMParameters):
 
     def _fused(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         out, h, c = torch._VF.lstm(
-            x, (h.unsqueeze(0), c.unsqueeze(0)), self.lstm_parameters(),
+            x, (h.unsqueeze(0), c.unsqueeze(0)), self.torch_parameters(),
             self.bias, 1, 0.0, self.training, False, False,
         )  # fmt: skip
         return out, h[0], c[0]

@@ -7,8 +7,9 @@ parameters' dtype:
 
 - dropout methods: ``0`` for a dropped unit, else ``1 / (1 - p)`` (inverted scaling), except
   Moon's, which is ``0`` or ``1`` (see :data:`METHODS`);
-- zoneout: ``1`` where a unit keeps its previous value, else ``0``; the first ``hidden_size``
-  columns act on ``c``, the last ``hidden_size`` on ``h``.
+- zoneout: ``1`` where a unit keeps its previous value, else ``0``; one block of ``hidden_size``
+  columns per carried state part: for the LSTM family the first block acts on ``c``, the second
+  on ``h``; for the memories that carry h only (GRU, RNN) the one block acts on ``h``.
 """
 
 from __future__ import annotations
@@ -23,18 +24,25 @@ class MaskSpec:
     """Where a dropout method acts and how its masks are drawn.
 
     site: ``"output"`` (the layer output, not the carried state), ``"hidden"`` (h_t as output
-        and as carried state), ``"cell"`` (c_t), ``"candidate"`` (the update g_t) or
-        ``"zoneout"`` (c_t and h_t keep their previous values).
+        and as the next step's recurrent input: the LSTM's carried h; a GRU's interpolation
+        ``z * h`` keeps the un-dropped h), ``"cell"`` (c_t), ``"candidate"`` (the update: the
+        LSTM's g_t, the GRU's n_t) or ``"zoneout"`` (each carried state part keeps its previous
+        values).
     per_episode: True when one mask is held for a row's whole episode.
     inverted: True when kept units are scaled by ``1 / (1 - p)`` so that the expectation is the
         un-dropped activation.
-    width: mask columns per hidden unit (zoneout masks both c and h).
+    per_state: True when the mask has one block of columns per carried state part (zoneout
+        masks c and h of an LSTM, h of a GRU); else one block.
     """
 
     site: str
     per_episode: bool
     inverted: bool = True
-    width: int = 1
+    per_state: bool = False
+
+    def width(self, state_names: tuple[str, ...]) -> int:
+        """Mask columns per hidden unit for a memory carrying ``state_names``."""
+        return len(state_names) if self.per_state else 1
 
 
 METHODS: dict[str, MaskSpec] = {
@@ -48,18 +56,20 @@ METHODS: dict[str, MaskSpec] = {
     "moon": MaskSpec(site="cell", per_episode=True, inverted=False),
     # Semeniuta et al. 2016: a fresh mask on the candidate g_t, so no memory is ever erased.
     "semeniuta": MaskSpec(site="candidate", per_episode=False),
-    # Krueger et al. 2016: each unit of c and h keeps its previous value with probability p.
-    "zoneout": MaskSpec(site="zoneout", per_episode=False, inverted=False, width=2),
+    # Krueger et al. 2016: each unit of the carried state (c and h; a GRU's h) keeps its previous
+    # value with probability p.
+    "zoneout": MaskSpec(site="zoneout", per_episode=False, inverted=False, per_state=True),
 }
 
 
-def check_method(dropout: float, dropout_method: str) -> MaskSpec:
-    """Validate ``dropout`` and ``dropout_method``; return the method's spec."""
+def check_method(dropout: float, dropout_method: str, allowed: tuple[str, ...] = tuple(METHODS)) -> MaskSpec:
+    """Validate ``dropout`` and ``dropout_method`` (one of ``allowed``, the methods a cell class
+    takes); return the method's spec."""
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout!r}: expected a number in [0, 1)")
-    if dropout_method not in METHODS:
+    if dropout_method not in allowed:
         raise ValueError(
-            f"dropout_method={dropout_method!r}: expected one of {', '.join(repr(m) for m in METHODS)}"
+            f"dropout_method={dropout_method!r}: expected one of {', '.join(repr(m) for m in allowed)}"
         )
     return METHODS[dropout_method]
 

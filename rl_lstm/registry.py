@@ -3,7 +3,11 @@ benchmarks all read it, so a new entry here is covered everywhere."""
 
 from __future__ import annotations
 
+import inspect
+
 from rl_lstm.base import RecurrentLayer
+from rl_lstm.gru import GRU, GalGRU, SemeniutaGRU, ZoneoutGRU
+from rl_lstm.layer_norm_gru import LayerNormGalGRU, LayerNormGRU, LayerNormSemeniutaGRU, LayerNormZoneoutGRU
 from rl_lstm.layer_norm_lstm import (
     LayerNormGalLSTM,
     LayerNormLSTM,
@@ -12,7 +16,9 @@ from rl_lstm.layer_norm_lstm import (
     LayerNormZoneoutLSTM,
 )
 from rl_lstm.lstm import LSTM, GalLSTM, MoonLSTM, SemeniutaLSTM, ZoneoutLSTM
+from rl_lstm.rnn import RNN
 from rl_lstm.slow_lstm import SlowLSTM
+from rl_lstm.torch_gru import TorchGRU
 from rl_lstm.torch_lstm import TorchLSTM
 
 CELLS: dict[str, type[RecurrentLayer]] = {
@@ -28,13 +34,24 @@ CELLS: dict[str, type[RecurrentLayer]] = {
     "ln-moon": LayerNormMoonLSTM,
     "ln-semeniuta": LayerNormSemeniutaLSTM,
     "ln-zoneout": LayerNormZoneoutLSTM,
+    "nn-gru": TorchGRU,
+    "gru": GRU,
+    "gru-gal": GalGRU,
+    "gru-semeniuta": SemeniutaGRU,
+    "gru-zoneout": ZoneoutGRU,
+    "ln-gru": LayerNormGRU,
+    "ln-gru-gal": LayerNormGalGRU,
+    "ln-gru-semeniuta": LayerNormSemeniutaGRU,
+    "ln-gru-zoneout": LayerNormZoneoutGRU,
+    "rnn": RNN,
 }
 
 #: The dropout a cell gets when none is given: cells named for a dropout method (gal, moon, semeniuta,
-#: zoneout and their ln- mixes) get this; the others (nn, slow, lstm, ln) get 0.
+#: zoneout, gru-gal, gru-semeniuta, gru-zoneout and their ln- mixes) get this; the others (nn, slow,
+#: lstm, ln, nn-gru, gru, ln-gru, rnn) get 0.
 DEFAULT_DROPOUT = 0.1
 
-# Keyword arguments that only the LayerNorm family takes.
+# Keyword arguments that only the LayerNorm family takes (each cell takes those its constructor names).
 LAYER_NORM_KWARGS = ("ln_preact", "learnable")
 
 
@@ -58,11 +75,15 @@ def default_dropout(name: str) -> float:
 
 
 def make_cell(name: str, input_size: int, hidden_size: int, **kwargs) -> RecurrentLayer:
-    """Build the cell registered under ``name``. LayerNorm flags given to a cell that has no
-    layer norm are ignored when they keep their defaults (True) and rejected otherwise."""
+    """Build the cell registered under ``name``. LayerNorm flags given to a cell that does not
+    take them are ignored when they keep their defaults (True) and rejected otherwise."""
     cls = cell_class(name)
-    if not issubclass(cls, LayerNormLSTM):
-        for key in LAYER_NORM_KWARGS:
-            if key in kwargs and kwargs.pop(key) is not True:
-                raise ValueError(f"{key}: only the LayerNorm cells (ln, ln-*) take it, not cell={name!r}")
+    for key in LAYER_NORM_KWARGS:
+        if key in kwargs and not _takes(cls, key) and kwargs.pop(key) is not True:
+            takers = ", ".join(n for n, c in CELLS.items() if _takes(c, key))
+            raise ValueError(f"{key}: only the cells {takers} take it, not cell={name!r}")
     return cls(input_size, hidden_size, **kwargs)
+
+
+def _takes(cls: type[RecurrentLayer], key: str) -> bool:
+    return key in inspect.signature(cls).parameters

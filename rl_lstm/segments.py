@@ -3,7 +3,8 @@ kernels run between (or around) the steps where rows start episodes.
 
 A step function maps ``(x_t, h, c, m_t) -> (h, c, out)`` with ``x_t`` (B, ...), ``h``/``c`` (B, H)
 and ``m_t`` the step's masks or None; a sequence kernel maps ``(x, h, c) -> (out, h, c)`` with
-``x`` (T, B, ...) and knows nothing of episodes.
+``x`` (T, B, ...) and knows nothing of episodes. For memories that carry h only, ``c`` is None
+throughout.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-Step = Callable[[Tensor, Tensor, Tensor, "Tensor | None"], tuple[Tensor, Tensor, Tensor]]
-Kernel = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+Step = Callable[[Tensor, Tensor, "Tensor | None", "Tensor | None"], tuple[Tensor, "Tensor | None", Tensor]]
+Kernel = Callable[[Tensor, Tensor, "Tensor | None"], tuple[Tensor, Tensor, "Tensor | None"]]
+
+
+def _keep(h: Tensor, c: Tensor | None, keep: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Zero the state of the rows whose ``keep`` (B, 1) is 0."""
+    return h * keep, (None if c is None else c * keep)
 
 
 def reset_steps(starts: Tensor | None, dtype: torch.dtype) -> dict[int, Tensor]:
@@ -27,8 +33,8 @@ def reset_steps(starts: Tensor | None, dtype: torch.dtype) -> dict[int, Tensor]:
 
 
 def step_loop(
-    step: Step, xs: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
+    step: Step, xs: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, masks: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """The one time loop: ``xs`` (T, B, ...) step by step, zeroing the state of the rows that
     start an episode before their step; returns the outputs stacked (T, B, H) and the final h, c."""
     step_masks = [None] * xs.shape[0] if masks is None else masks.unbind(0)
@@ -37,7 +43,7 @@ def step_loop(
     # unbind, not xs[t]: per-step indexing costs a select-backward node per step.
     for t, (x_t, m_t) in enumerate(zip(xs.unbind(0), step_masks, strict=True)):
         if t in reset:
-            h, c = h * reset[t], c * reset[t]
+            h, c = _keep(h, c, reset[t])
         h, c, out = step(x_t, h, c, m_t)
         outputs.append(out)
     return torch.stack(outputs), h, c
@@ -47,9 +53,9 @@ def run_segments(
     run: Kernel,
     x: Tensor,
     h: Tensor,
-    c: Tensor,
+    c: Tensor | None,
     starts: Tensor | None,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Run a whole-sequence kernel over the stretches between steps where some row starts.
 
     The state of the starting rows is zeroed between stretches, so a fused kernel that knows
@@ -60,7 +66,7 @@ def run_segments(
     outputs = []
     for a, b in zip(bounds[:-1], bounds[1:]):  # noqa: B905 (lengths differ by one by design)
         if a in reset:
-            h, c = h * reset[a], c * reset[a]
+            h, c = _keep(h, c, reset[a])
         out, h, c = run(x[a:b], h, c)
         outputs.append(out)
     return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)), h, c
@@ -70,7 +76,7 @@ def run_pieces(
     run: Kernel,
     x: Tensor,
     h: Tensor,
-    c: Tensor,
+    c: Tensor | None,
     starts: Tensor,
     fill: float = 0.5,
 ) -> Tensor:
@@ -116,13 +122,47 @@ def run_pieces(
     padded = x.new_zeros(offset, x.shape[2]).index_copy(0, dest, x.reshape(seq_len * batch, -1))
     row, t0 = first // seq_len, first % seq_len
     keep = (~starts[t0, row]).to(x.dtype).unsqueeze(-1)  # zeros for pieces that begin an episode
-    h0, c0 = h.index_select(0, row) * keep, c.index_select(0, row) * keep
+    h0, c0 = _keep(h.index_select(0, row), None if c is None else c.index_select(0, row), keep)
     outputs, offset = [], 0
     for start, count, longest in buckets:
         members = order[start : start + count]
         xb = padded[offset : offset + longest * count].reshape(longest, count, -1)
-        out, _, _ = run(xb, h0.index_select(0, members), c0.index_select(0, members))
+        c_b = None if c0 is None else c0.index_select(0, members)
+        out, _, _ = run(xb, h0.index_select(0, members), c_b)
         outputs.append(out.reshape(longest * count, -1))
         offset += longest * count
     flat = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
     return flat.index_select(0, dest).reshape(seq_len, batch, -1)
+
+
+Cell = Callable[[Tensor, Tensor, "Tensor | None"], tuple[Tensor, "Tensor | None"]]
+
+
+def run_fused(
+    cell: Cell, kernel: Kernel, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, need_state: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Run a memory whose masks leave the carried state alone on fused kernels: ``cell``
+    ``(x_t, h, c) -> (h, c)`` for one step (the output is h), ``kernel`` over whole stretches.
+
+    One step: one cell call. Without episode starts: one kernel call. When the final state is not
+    wanted: :func:`run_pieces`. With many stretches (more than one start per 16 steps), where one
+    kernel call each costs more than it saves: the cell step by step. Otherwise :func:`run_segments`.
+    Returns the output (T, B, H) and the final h, c (None when ``need_state`` is False).
+    """
+    if x.shape[0] == 1:
+        if starts is not None:
+            h, c = _keep(h, c, (~starts[0]).to(x.dtype).unsqueeze(-1))
+        h, c = cell(x[0], h, c)
+        return h.unsqueeze(0), h, c
+    if starts is None:
+        return kernel(x, h, c)
+    if not need_state:
+        return run_pieces(kernel, x, h, c, starts), None, None
+    if int(starts.any(1).sum()) > x.shape[0] // 16:
+
+        def step(x_t: Tensor, h: Tensor, c: Tensor | None, m: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+            h, c = cell(x_t, h, c)
+            return h, c, h
+
+        return step_loop(step, x, h, c, starts, None)
+    return run_segments(kernel, x, h, c, starts)

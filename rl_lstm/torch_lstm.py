@@ -17,6 +17,8 @@ class TorchLSTM(RecurrentLayer):
     ``weight_ih``, ``weight_hh``, ``bias_ih`` and ``bias_hh``.
     """
 
+    dropout_methods = ("pytorch",)
+
     def __init__(
         self,
         input_size: int,
@@ -25,8 +27,6 @@ class TorchLSTM(RecurrentLayer):
         dropout: float = 0.0,
         dropout_method: str = "pytorch",
     ) -> None:
-        if dropout_method != "pytorch":
-            raise ValueError(f"dropout_method={dropout_method!r}: TorchLSTM supports only 'pytorch'")
         super().__init__(input_size, hidden_size, bias, dropout=dropout, dropout_method=dropout_method)
         self.lstm = nn.LSTM(self.input_size, self.hidden_size, bias=self.bias)
 

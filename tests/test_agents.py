@@ -191,8 +191,8 @@ def test_save_load_identical_actions(algo, tmp_path):
 
 def test_policy_bad_input():
     env = make_vec_env("CartPole-v1", n_envs=1)
-    with pytest.raises(ValueError, match="cell='gru': expected one of"):
-        RecurrentPPO("CellLstmPolicy", env, policy_kwargs=dict(cell="gru"))
+    with pytest.raises(ValueError, match="cell='mgu': expected one of"):
+        RecurrentPPO("CellLstmPolicy", env, policy_kwargs=dict(cell="mgu"))
     with pytest.raises(ValueError, match=r"dropout=1.5: expected a number in \[0, 1\)"):
         RecurrentPPO("CellLstmPolicy", env, policy_kwargs=dict(cell="gal", dropout=1.5))
     with pytest.raises(ValueError, match="n_lstm_layers=2"):

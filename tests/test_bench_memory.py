@@ -121,7 +121,7 @@ def test_failed_attempts_are_retried_then_recorded_as_failed(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--cells", "gru"], "--cells 'gru': unknown; choices: nn, slow, lstm"),
+        (["--cells", "mgu"], "--cells 'mgu': unknown; choices: nn, slow, lstm"),
         (["--envs", "TMaze-v9"], "--envs 'TMaze-v9': unknown; choices: "),
         (["--algos", "ppo,dqn"], "--algos 'dqn': unknown; choices: ppo, a2c, ppo-mlp, sb3-ppo-lstm"),
         (["--sweep", "/nonexistent.yaml"], "--sweep '/nonexistent.yaml': no such file"),

@@ -1,4 +1,5 @@
-"""Contract, reference and property tests for every cell in the registry."""
+"""Contract, reference and property tests for every cell in the registry. A memory carries
+``(h, c)`` or ``h`` alone (its ``state_names``); the helpers below build and take apart both."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rl_lstm import CELLS, METHODS, LayerNorm, LayerNormLSTM, RecurrentLayer, make_cell
+from rl_lstm import CELLS, METHODS, LayerNorm, RecurrentLayer, make_cell
 from rl_lstm.registry import cell_class
 
 NAMES = list(CELLS)
-DROPOUT_NAMES = [n for n in NAMES if n not in ("nn", "slow")]  # cells with a method of their own
-NN_MATH = ["nn", "slow", "lstm", "gal", "moon", "semeniuta", "zoneout"]  # nn.LSTM's math at dropout 0
+DROPOUT_NAMES = [n for n in NAMES if n not in ("nn", "slow", "nn-gru")]  # not the torch adapters, not the pedagogic
+NN_MATH = [n for n in NAMES if cell_class(n).torch_equivalent]  # the torch module's math at dropout 0
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +20,19 @@ def _seed():
     torch.manual_seed(0)
 
 
-def _states(batch: int, hidden: int, dtype=torch.float32):
-    return torch.randn(1, batch, hidden, dtype=dtype), torch.randn(1, batch, hidden, dtype=dtype)
+def _states(name: str, batch: int, hidden: int, dtype=torch.float32):
+    """A random state in the form cell ``name`` takes: ``(h, c)`` or ``h``, each (1, batch, hidden)."""
+    parts = tuple(torch.randn(1, batch, hidden, dtype=dtype) for _ in cell_class(name).state_names)
+    return parts if len(parts) == 2 else parts[0]
+
+
+def _parts(state) -> tuple[torch.Tensor, ...]:
+    """The tensors of a state, ``(h, c)`` or ``(h,)``."""
+    return state if isinstance(state, tuple) else (state,)
+
+
+def _pack(parts: tuple[torch.Tensor, ...]):
+    return parts if len(parts) == 2 else parts[0]
 
 
 def _starts(seq_len: int, batch: int, p: float = 0.15) -> torch.Tensor:
@@ -32,12 +44,17 @@ def test_registry_names():
     assert NAMES == [
         "nn", "slow", "lstm", "gal", "moon", "semeniuta", "zoneout",
         "ln", "ln-gal", "ln-moon", "ln-semeniuta", "ln-zoneout",
+        "nn-gru", "gru", "gru-gal", "gru-semeniuta", "gru-zoneout",
+        "ln-gru", "ln-gru-gal", "ln-gru-semeniuta", "ln-gru-zoneout", "rnn",
     ]  # fmt: skip
     for name, cls in CELLS.items():
         assert issubclass(cls, RecurrentLayer), name
         method = make_cell(name, 3, 4).dropout_method
-        expected = name.removeprefix("ln").strip("-") or "pytorch"
+        expected = name.split("-")[-1]  # a name ends with its dropout method, if it has one
         assert method == (expected if expected in METHODS else "pytorch"), name
+        carries_c = cls.state_names == ("h", "c")
+        assert carries_c == ("gru" not in name and name != "rnn"), name
+        assert cls.state_names in (("h", "c"), ("h",)), name
 
 
 def test_seed_signatures():
@@ -51,36 +68,41 @@ def test_seed_signatures():
     assert not hasattr(ln, "ln_ih")
 
 
-# ---------------------------------------------------------------- reference: nn.LSTM
+# ---------------------------------------------------------------- reference: nn.LSTM, nn.GRU, nn.RNN
 @pytest.mark.parametrize("name", NN_MATH)
 @pytest.mark.parametrize("seq_len", [1, 50])
 @pytest.mark.parametrize("batch", [1, 7])
 @pytest.mark.parametrize("given_state", [False, True])
-def test_equals_nn_lstm(name, seq_len, batch, given_state):
-    ref = torch.nn.LSTM(5, 6)
+def test_equals_torch_module(name, seq_len, batch, given_state):
+    """At dropout 0 a cell computes what its torch module (nn.LSTM, nn.GRU or nn.RNN) does."""
+    ref = cell_class(name).torch_module(5, 6)
     cell = cell_class(name).from_torch(ref)
     x = torch.randn(seq_len, batch, 5)
-    hidden = _states(batch, 6) if given_state else None
-    out, (h, c) = cell(x, hidden)
-    ref_out, (ref_h, ref_c) = ref(x, hidden)
+    hidden = _states(name, batch, 6) if given_state else None
+    out, state = cell(x, hidden)
+    ref_out, ref_state = ref(x, hidden)
     torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=0)
-    torch.testing.assert_close(h, ref_h, atol=1e-5, rtol=0)
-    torch.testing.assert_close(c, ref_c, atol=1e-5, rtol=0)
+    assert len(_parts(state)) == len(cell.state_names)
+    for part, ref_part in zip(_parts(state), _parts(ref_state), strict=True):
+        torch.testing.assert_close(part, ref_part, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", NN_MATH)
 def test_weights_convert_both_ways(name):
     cell = make_cell(name, 4, 3, bias=True)
-    back = cell_class(name).from_torch(cell.to_torch())
-    for a, b in zip(cell.lstm_parameters(), back.lstm_parameters(), strict=True):
+    module = cell.to_torch()
+    assert type(module) is cell.torch_module
+    back = cell_class(name).from_torch(module)
+    for a, b in zip(cell.torch_parameters(), back.torch_parameters(), strict=True):
         assert torch.equal(a, b)
-    no_bias = cell_class(name).from_torch(torch.nn.LSTM(4, 3, bias=False))
-    assert not no_bias.bias and len(no_bias.lstm_parameters()) == 2
+    no_bias = cell_class(name).from_torch(cell.torch_module(4, 3, bias=False))
+    assert not no_bias.bias and len(no_bias.torch_parameters()) == 2
 
 
-def test_layer_norm_cells_have_no_nn_lstm():
-    with pytest.raises(TypeError, match="no nn.LSTM equivalent"):
-        make_cell("ln", 3, 4).to_torch()
+@pytest.mark.parametrize("name, kind", [("ln", "LSTM"), ("ln-gru", "GRU")])
+def test_layer_norm_cells_have_no_torch_module(name, kind):
+    with pytest.raises(TypeError, match=f"no nn.{kind} equivalent"):
+        make_cell(name, 3, 4).to_torch()
 
 
 def test_zoneout_has_no_nn_lstm_while_it_zones_out():
@@ -105,14 +127,14 @@ def test_episode_starts_reset_rows(name):
     the starting rows before their start, run on from their given state."""
     cell = make_cell(name, 4, 5)
     x = torch.randn(12, 3, 4)
-    hidden = _states(3, 5)
+    hidden = _states(name, 3, 5)
     starts = torch.zeros(12, 3)
     starts[5, 1] = 1
     starts[9, 0] = 1
     out, _ = cell(x, hidden, starts)
 
     def row(b: int, steps: slice = slice(None), state: bool = True) -> torch.Tensor:
-        given = tuple(s[:, b : b + 1] for s in hidden) if state else None
+        given = _pack(tuple(s[:, b : b + 1] for s in _parts(hidden))) if state else None
         return cell(x[steps, b : b + 1], given)[0]
 
     torch.testing.assert_close(out[5:, 1:2], row(1, slice(5, None), state=False), atol=1e-5, rtol=0)
@@ -126,8 +148,8 @@ def test_episode_starts_reset_rows(name):
 def test_sequence_equals_steps(name):
     """One call over T steps equals T calls of one step, masks replayed, resets included."""
     cell = make_cell(name, 4, 5, dropout=0.5)
-    x, starts, hidden = torch.randn(20, 3, 4), _starts(20, 3), _states(3, 5)
-    out, (h, c) = cell(x, hidden, starts)
+    x, starts, hidden = torch.randn(20, 3, 4), _starts(20, 3), _states(name, 3, 5)
+    out, final = cell(x, hidden, starts)
     masks = cell.last_masks
     outs, state = [], hidden
     for t in range(20):
@@ -135,7 +157,8 @@ def test_sequence_equals_steps(name):
         outs.append(o)
     # Batched and per-step matmuls round differently: a few 1e-6 either way.
     torch.testing.assert_close(torch.cat(outs), out, atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(state[1], c, atol=2e-5, rtol=1e-4)
+    for part, ref in zip(_parts(state), _parts(final), strict=True):
+        torch.testing.assert_close(part, ref, atol=2e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- masks
@@ -146,7 +169,7 @@ def test_masks_fraction_scale_and_rows(name):
     spec = cell.mask_spec
     cell(torch.randn(30, 16, 8))
     m = cell.last_masks
-    assert m.shape == (30, 16, spec.width * 200)
+    assert m.shape == (30, 16, spec.width(cell.state_names) * 200) == (30, 16, cell.mask_width)
     if spec.site == "zoneout":
         assert set(m.unique().tolist()) <= {0.0, 1.0}
         frac = (m == 1).float().mean().item()  # units keeping their previous value
@@ -221,18 +244,17 @@ def test_eval_uses_no_masks(name):
     """Eval mode is the deterministic cell: no dropout (the expectation for the inverted-scaled
     methods; for Moon's 0/1 masks, the un-dropped cell), zoneout's expectation."""
     cell = make_cell(name, 4, 6, dropout=0.5).eval()
-    x, hidden = torch.randn(5, 2, 4), _states(2, 6)
+    x, hidden = torch.randn(5, 2, 4), _states(name, 2, 6)
     out, _ = cell(x, hidden)
-    plain = make_cell("ln" if isinstance(cell, LayerNormLSTM) else "lstm", 4, 6).eval()
+    plain = make_cell(name, 4, 6, dropout=0.0).eval()  # the same cell without dropout
     plain.load_state_dict(cell.state_dict())
     ref, _ = plain(x, hidden)
     if cell.mask_spec.site == "zoneout":
-        # each unit moves 1 - p of the way to its new value
-        (h0, c0) = hidden
-        o1, (h1, c1) = plain(x[:1], hidden)
-        z1, (zh1, zc1) = cell(x[:1], hidden)
-        torch.testing.assert_close(zc1, 0.5 * c0 + 0.5 * c1)
-        torch.testing.assert_close(zh1, 0.5 * h0 + 0.5 * h1)
+        # each unit of each state part (c and h, or h) moves 1 - p of the way to its new value
+        _, new = plain(x[:1], hidden)
+        _, zoned = cell(x[:1], hidden)
+        for z1, old, new1 in zip(_parts(zoned), _parts(hidden), _parts(new), strict=True):
+            torch.testing.assert_close(z1, 0.5 * old + 0.5 * new1)
     else:
         torch.testing.assert_close(out, ref)
 
@@ -244,7 +266,7 @@ def test_sample_mask_resamples_all():
     cell.sample_mask()
     assert not torch.equal(before, cell.episode_masks)
     x = torch.randn(1, 4, 3)
-    state = _states(4, 64)
+    state = _states("gal", 4, 64)
     cell(x, state)  # no episode start: the masks hold
     after = cell.last_masks[0].clone()
     cell(x, state)
@@ -253,21 +275,23 @@ def test_sample_mask_resamples_all():
 
 @pytest.mark.parametrize("name", DROPOUT_NAMES)
 def test_cell_state_stays_bounded(name):
-    """Forget bias +3, p = 0.5, training mode, 1000 steps: c stays finite and small.
+    """The keep-memory gate's bias +3 (the LSTM's forget gate f, the GRU's update gate z: rows
+    H:2H of both), p = 0.5, training mode, 1000 steps: the state stays finite and small.
     (The seed's MoonLSTM reached |c| ~ 6.5e11 after 50 steps.)"""
     cell = make_cell(name, 8, 64, dropout=0.5).train()
-    with torch.no_grad():
-        cell.bias_ih[64:128] = 3.0
-        cell.bias_hh[64:128] = 0.0
+    if cell.gates > 1:  # the tanh RNN has no gate
+        with torch.no_grad():
+            cell.bias_ih[64:128] = 3.0
+            cell.bias_hh[64:128] = 0.0
     x = torch.randn(1000, 4, 8)
     with torch.no_grad():
-        out, (h, c) = cell(x)
+        out, final = cell(x)
         state, worst = None, 0.0
         for t in range(0, 1000, 100):  # and step by step, through the stored episode masks
             _, state = cell(x[t : t + 100], state)
-            worst = max(worst, state[1].abs().max().item())
-    assert torch.isfinite(out).all() and torch.isfinite(c).all()
-    assert c.abs().max().item() <= 100 and worst <= 100
+            worst = max(worst, *(part.abs().max().item() for part in _parts(state)))
+    assert torch.isfinite(out).all() and all(torch.isfinite(part).all() for part in _parts(final))
+    assert max(part.abs().max().item() for part in _parts(final)) <= 100 and worst <= 100
 
 
 # ---------------------------------------------------------------- layer norm
@@ -289,7 +313,7 @@ def test_layer_norm_lstm_follows_ba_et_al():
         for ln in (cell.ln_ih, cell.ln_hh, cell.ln_c):
             ln.weight.uniform_(0.5, 1.5)
             ln.bias.uniform_(-0.5, 0.5)
-    x, (h0, c0) = torch.randn(1, 3, 4), _states(3, 6)
+    x, (h0, c0) = torch.randn(1, 3, 4), _states("ln", 3, 6)
     _, (h1, c1) = cell(x, (h0, c0))
 
     def ln(v, mod):
@@ -310,19 +334,21 @@ def test_layer_norm_lstm_follows_ba_et_al():
 def test_gradcheck(name):
     cell = make_cell(name, 3, 4, dropout=0.5).double()
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
-    h0, c0 = (s.requires_grad_() for s in _states(2, 4, torch.float64))
+    state0 = tuple(s.requires_grad_() for s in _parts(_states(name, 2, 4, torch.float64)))
     starts = torch.tensor([[0, 0], [0, 1], [0, 0], [1, 0], [0, 0]], dtype=torch.float64)
     cell(x.detach(), None, starts)
     masks = cell.last_masks  # held fixed
+    n_state = len(state0)
 
-    def f(x, h0, c0, *params):
+    def f(x, *args):
+        state, params = _pack(args[:n_state]), args[n_state:]
         weights = dict(zip(names, params, strict=True))
-        out, (h, c) = torch.func.functional_call(cell, weights, (x, (h0, c0), starts, masks))
-        return out, h, c
+        out, final = torch.func.functional_call(cell, weights, (x, state, starts, masks))
+        return out, *_parts(final)
 
     names = [n for n, _ in cell.named_parameters()]
     params = [p.detach().clone().requires_grad_() for _, p in cell.named_parameters()]
-    assert torch.autograd.gradcheck(f, (x, h0, c0, *params), atol=1e-6)
+    assert torch.autograd.gradcheck(f, (x, *state0, *params), atol=1e-6)
 
 
 # ---------------------------------------------------------------- devices and dtypes
@@ -331,7 +357,7 @@ def test_to_moves_masks():
     cell(torch.randn(1, 2, 3))
     cell = cell.to(torch.float64)
     assert cell.episode_masks.dtype == torch.float64
-    out, _ = cell(torch.randn(1, 2, 3, dtype=torch.float64), _states(2, 5, torch.float64))
+    out, _ = cell(torch.randn(1, 2, 3, dtype=torch.float64), _states("moon", 2, 5, torch.float64))
     assert out.dtype == torch.float64 and cell.last_masks.dtype == torch.float64
 
 
@@ -355,9 +381,9 @@ def test_bad_sizes(name, sizes):
 
 
 def test_unknown_cell_lists_choices():
-    with pytest.raises(ValueError, match="cell='gru': expected one of nn, slow, lstm, gal"):
-        make_cell("gru", 3, 4)
-    with pytest.raises(ValueError, match="only the LayerNorm cells"):
+    with pytest.raises(ValueError, match="cell='mgu': expected one of nn, slow, lstm, gal, .*, rnn"):
+        make_cell("mgu", 3, 4)
+    with pytest.raises(ValueError, match="ln_preact: only the cells ln, ln-gal, ln-moon, ln-semeniuta, ln-zoneout "):
         make_cell("gal", 3, 4, ln_preact=False)
 
 
@@ -365,15 +391,25 @@ def test_unknown_cell_lists_choices():
 def test_bad_forward_arguments(name):
     cell = make_cell(name, 3, 4, dropout=0.5)
     x = torch.randn(5, 2, 3)
-    cases = [
+    if cell.state_names == ("h", "c"):
+        bad_states = [
+            ((x, (torch.zeros(1, 2, 4),)), r"hidden: expected a tuple \(h, c\)"),
+            ((x, torch.zeros(1, 2, 4)), r"hidden: expected a tuple \(h, c\), got Tensor"),
+            ((x, (torch.zeros(2, 4), torch.zeros(2, 4))), r"hidden\[0\] \(h\): expected shape \(1, batch, hidden"),
+            ((x, (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4).double())), r"hidden\[1\] \(c\): expected dtype"),
+        ]
+    else:
+        bad_states = [
+            ((x, (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))), r"hidden: expected the tensor h .* carries h only"),
+            ((x, torch.zeros(2, 4)), r"hidden \(h\): expected shape \(1, batch, hidden_size\)"),
+            ((x, torch.zeros(1, 2, 4).double()), r"hidden \(h\): expected dtype"),
+        ]
+    cases = [*bad_states,
         ((torch.randn(2, 3),), r"x: expected a tensor of shape \(seq_len >= 1, batch >= 1, input_size=3\)"),
         ((torch.randn(5, 2, 4),), "input_size=3"),
         ((torch.randn(0, 2, 3),), "seq_len >= 1"),
         ((x.double(),), "x: expected dtype torch.float32"),
         ((torch.empty(5, 2, 3, device="meta"),), "x: expected dtype torch.float32 on cpu"),
-        ((x, (torch.zeros(1, 2, 4),)), r"hidden: expected a tuple \(h, c\)"),
-        ((x, (torch.zeros(2, 4), torch.zeros(2, 4))), r"hidden\[0\] \(h\): expected shape \(1, batch, hidden_size\)"),
-        ((x, (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4).double())), r"hidden\[1\] \(c\): expected dtype"),
         ((x, None, torch.zeros(5)), r"episode_starts: expected shape \(seq_len, batch\) = \(5, 2\)"),
         ((x, None, torch.zeros(5, 2, dtype=torch.complex64)), "episode_starts: expected a bool, integer or real"),
         ((x, None, None, torch.ones(5, 2, 3)), r"masks: expected shape \(seq_len, batch, mask_width\)"),
@@ -392,7 +428,7 @@ def test_fast_sequence_path_gradients_equal_step_by_step(name, need_state):
     episode starts inside the sequences."""
     cell = make_cell(name, 3, 5, dropout=0.5).double()
     x = torch.randn(16, 4, 3, dtype=torch.float64, requires_grad=True)
-    hidden = _states(4, 5, torch.float64)
+    hidden = _states(name, 4, 5, torch.float64)
     starts = torch.zeros(16, 4)
     starts[0, 1] = starts[3, 0] = starts[3, 2] = starts[9, 1] = starts[15, 3] = 1
     cell(x.detach(), hidden, starts)
@@ -414,13 +450,34 @@ def test_fast_sequence_path_gradients_equal_step_by_step(name, need_state):
     for g, g_ref in zip(grads(out), grads(ref), strict=True):
         torch.testing.assert_close(g, g_ref)
     if need_state:
-        torch.testing.assert_close(state[1], s[1])
+        for part, ref_part in zip(_parts(state), _parts(s), strict=True):
+            torch.testing.assert_close(part, ref_part)
 
 
-def test_unfused_lstm_is_the_same_function():
-    cell = make_cell("lstm", 3, 5, dropout=0.5).double()
-    x, starts = torch.randn(12, 3, 3, dtype=torch.float64), _starts(12, 3, 0.3)
-    out, _ = cell(x, None, starts)
+@pytest.mark.parametrize("name", [n for n in NAMES if hasattr(cell_class(n), "fused")])
+@pytest.mark.parametrize("starts_at", ["dense", "sparse", "none"])
+@pytest.mark.parametrize("training", [True, False])
+def test_unfused_cell_is_the_same_function(name, starts_at, training):
+    """The fused kernels (torch.lstm_cell, torch.gru_cell, torch.rnn_tanh_cell, the sequence
+    kernels between episode starts) compute the cell's own step math, the Python step loop of
+    ``fused = False``: the same outputs, final state and gradients, in float64."""
+    cell = make_cell(name, 3, 5, dropout=0.5).double().train(training)
+    x = torch.randn(32, 3, 3, dtype=torch.float64, requires_grad=True)
+    hidden = _states(name, 3, 5, torch.float64)
+    starts = {"dense": _starts(32, 3, 0.3), "sparse": torch.zeros(32, 3), "none": None}[starts_at]
+    if starts_at == "sparse":  # one stretch boundary: the sequence kernel once per stretch
+        starts[9, 1] = 1
+    weights = torch.randn(32, 3, 5, dtype=torch.float64)
+
+    def run():
+        out, state = cell(x, hidden, starts, masks=masks)
+        loss = (out * weights).sum() + sum((part * part).sum() for part in _parts(state))
+        return out, _parts(state), torch.autograd.grad(loss, [x, *cell.parameters()])
+
+    cell(x.detach(), hidden, starts)
+    masks = cell.last_masks  # None in eval mode: no masks, the expectation
+    fast = run()
     cell.fused = False
-    slow, _ = cell(x, None, starts, masks=cell.last_masks)
-    torch.testing.assert_close(out, slow)
+    slow = run()
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b)

@@ -51,7 +51,7 @@ def test_happy_path_writes_the_run_folder(tmp_path):
     "args, message",
     [
         (["--env", "CartPole-v9"], "not a registered Gymnasium id; closest: CartPole-v1"),
-        (["--cell", "gru"], "invalid choice: 'gru'"),
+        (["--cell", "mgu"], "invalid choice: 'mgu'"),
         (["--dropout", "1.5"], r"invalid value '1.5': expected a number in [0, 1)"),
         (["--hidden-size", "0"], "invalid value '0': expected a positive integer"),
         (["--n-envs", "-2"], "invalid value '-2': expected a positive integer"),
