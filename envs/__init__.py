@@ -56,6 +56,8 @@ ENV_INFO: dict[str, EnvInfo] = {
     "TMaze-Easy-v0": EnvInfo(max_return=1.0, memoryless_bound=0.5, threshold=0.95),
     "TMaze-v0": EnvInfo(max_return=1.0, memoryless_bound=0.5, threshold=0.95),
     "TMaze-Hard-v0": EnvInfo(max_return=1.0, memoryless_bound=0.5, threshold=0.95),
+    # The corridor-length ladder of the memory benchmark (with TMaze-v0 at 10): how far a memory reaches.
+    **{f"TMaze-L{n}-v0": EnvInfo(max_return=1.0, memoryless_bound=0.5, threshold=0.95) for n in (5, 20, 40, 80)},
     "MemoryLength-Easy-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
     "MemoryLength-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
     "MemoryLength-Hard-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
@@ -89,6 +91,8 @@ _register("RepeatPrevious-Hard-v0", _REPEAT_PREVIOUS, 24, k=8, num_symbols=4, ep
 _register("TMaze-Easy-v0", _T_MAZE, 4 * 4 + 10, corridor_length=4)
 _register("TMaze-v0", _T_MAZE, 4 * 10 + 10, corridor_length=10)
 _register("TMaze-Hard-v0", _T_MAZE, 4 * 30 + 10, corridor_length=30)
+for _n in (5, 20, 40, 80):
+    _register(f"TMaze-L{_n}-v0", _T_MAZE, 4 * _n + 10, corridor_length=_n)
 # The query comes memory_length steps after the context, so an episode is memory_length + 1 steps.
 _register("MemoryLength-Easy-v0", _MEMORY_LENGTH, 5 + 1, memory_length=5, num_bits=1)
 _register("MemoryLength-v0", _MEMORY_LENGTH, 10 + 1, memory_length=10, num_bits=1)

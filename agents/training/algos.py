@@ -26,6 +26,10 @@ class AlgoSpec:
     memory: str
     """``"cell"``: a cell of the ``rl_lstm`` registry (the policy takes cell, dropout and hidden size);
     ``"lstm"``: sb3-contrib's ``nn.LSTM`` (hidden size only); ``"none"``: no memory."""
+    frame_stack: int = 0
+    """Observations of this many last steps stacked (SB3's VecFrameStack): memory without a memory."""
+    hyperparams: str = ""
+    """The hyperparameter file (``hyperparams/<name>.yml``) it reads; empty: its own name."""
     relative_cost: float = 1.0
     """Rough time per environment step relative to ``ppo`` with the ``lstm`` cell; it only orders a
     sweep's queue (longest runs first), so a wrong guess costs time, never results."""
@@ -36,6 +40,11 @@ ALGOS: dict[str, AlgoSpec] = {
     "a2c": AlgoSpec(RecurrentA2C, "CellLstmPolicy", "recurrent A2C", memory="cell", relative_cost=0.7),
     # The baselines the benchmarks run beside ours.
     "ppo-mlp": AlgoSpec(PPO, "MlpPolicy", "no memory (MLP)", memory="none", relative_cost=0.3),
+    # SB3's maintainers' usual advice: frame stacking is often competitive with an LSTM.
+    "ppo-mlp-fs4": AlgoSpec(PPO, "MlpPolicy", "MLP, 4 stacked frames", memory="none", frame_stack=4,
+                            hyperparams="ppo-mlp", relative_cost=0.35),
+    "ppo-mlp-fs16": AlgoSpec(PPO, "MlpPolicy", "MLP, 16 stacked frames", memory="none", frame_stack=16,
+                             hyperparams="ppo-mlp", relative_cost=0.4),
     "sb3-ppo-lstm": AlgoSpec(SB3RecurrentPPO, "MlpLstmPolicy", "sb3-contrib nn.LSTM", memory="lstm", relative_cost=3.0),
 }
 

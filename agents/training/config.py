@@ -109,12 +109,14 @@ class TrainConfig:
     @property
     def memory(self) -> str:
         """What the run's memory is, in words: the cell, sb3-contrib's nn.LSTM, or none."""
-        kind = ALGOS[self.algo].memory
-        return self.cell if kind == "cell" else "nn.LSTM" if kind == "lstm" else "none"
+        spec = ALGOS[self.algo]
+        if spec.memory != "none":
+            return self.cell if spec.memory == "cell" else "nn.LSTM"
+        return f"{spec.frame_stack} frames" if spec.frame_stack else "none"
 
     def hyperparams_entry(self) -> tuple[str, dict[str, Any]]:
         """The name and the contents of the algorithm's hyperparameter entry for the environment."""
-        return entry_for(self.algo, self.env)
+        return entry_for(ALGOS[self.algo].hyperparams or self.algo, self.env)
 
     @property
     def normalization(self) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecNormalize
 
+from agents.training.algos import ALGOS
 from agents.training.config import TrainConfig
 
 
@@ -16,7 +17,15 @@ def make_envs(config: TrainConfig, n_envs: int, seed: int) -> VecEnv:
     return make_vec_env(config.env, n_envs=n_envs, seed=seed, vec_env_cls=vec_cls)
 
 
+def stack_frames(config: TrainConfig, env: VecEnv) -> VecEnv:
+    """The algorithm's frame stack, outside the normalisation (as rl-baselines3-zoo wraps them)."""
+    n = ALGOS[config.algo].frame_stack
+    return VecFrameStack(env, n) if n else env
+
+
 def make_eval_env(config: TrainConfig, seed: int) -> VecEnv:
     """One environment; with normalisation, statistics frozen (synchronised from training)."""
     env = make_envs(dataclasses.replace(config, vec_env="dummy"), 1, seed)
-    return env if config.normalization == "none" else VecNormalize(env, training=False, norm_reward=False)
+    if config.normalization != "none":
+        env = VecNormalize(env, training=False, norm_reward=False)
+    return stack_frames(config, env)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import sync_envs_normalization
 
 from agents.training.config import TrainConfig
 from agents.training.environments import make_eval_env
@@ -15,9 +16,7 @@ from agents.training.environments import make_eval_env
 def evaluate(model: BaseAlgorithm, config: TrainConfig, episodes: int, seed: int) -> dict[str, Any]:
     """Deterministic evaluation, masks off (the policy's expectation)."""
     env = make_eval_env(config, seed)
-    train_env = model.get_vec_normalize_env()
-    if train_env is not None:
-        env.obs_rms = train_env.obs_rms
+    sync_envs_normalization(model.get_env(), env)
     returns, lengths = evaluate_policy(
         model, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True
     )

@@ -29,7 +29,7 @@ from agents.training.checkpoints import (
     vecnormalize_path,
 )
 from agents.training.config import ConfigError, TrainConfig, check_config
-from agents.training.environments import make_envs, make_eval_env
+from agents.training.environments import make_envs, make_eval_env, stack_frames
 from agents.training.evaluation import evaluate
 from rl_lstm.bench.machine import pin_threads
 
@@ -50,16 +50,15 @@ def make_training_envs(config: TrainConfig, resume: Path | None) -> VecEnv:
     statistics of the model resumed from)."""
     env = make_envs(config, config.n_envs, config.seed)
     mode = config.normalization
-    if mode == "none":
-        return env
-    stats = None if resume is None else vecnormalize_path(resume)
-    if stats is not None and stats.is_file():
-        env = VecNormalize.load(str(stats), env)
-        env.training = True
-    else:
-        env = VecNormalize(env)
-    env.norm_reward = mode == "obs-reward"
-    return env
+    if mode != "none":
+        stats = None if resume is None else vecnormalize_path(resume)
+        if stats is not None and stats.is_file():
+            env = VecNormalize.load(str(stats), env)
+            env.training = True
+        else:
+            env = VecNormalize(env)
+        env.norm_reward = mode == "obs-reward"
+    return stack_frames(config, env)
 
 
 def write_config(config: TrainConfig, run_dir: Path, resumed_at: int | None) -> Path:
