@@ -123,7 +123,7 @@ def test_failed_attempts_are_retried_then_recorded_as_failed(tmp_path):
     [
         (["--cells", "mgu"], "--cells 'mgu': unknown; choices: nn, slow, lstm"),
         (["--envs", "TMaze-v9"], "--envs 'TMaze-v9': unknown; choices: "),
-        (["--algos", "ppo,dqn"], "--algos 'dqn': unknown; choices: ppo, a2c, ppo-mlp, sb3-ppo-lstm"),
+        (["--algos", "ppo,dqn"], "--algos 'dqn': unknown; choices: ppo, a2c, ppo-mlp, ppo-mlp-fs4"),
         (["--sweep", "/nonexistent.yaml"], "--sweep '/nonexistent.yaml': no such file"),
     ],
 )

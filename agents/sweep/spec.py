@@ -49,6 +49,10 @@ class EnvSpec:
     """Per-algorithm arguments, applied after ``hyperparams`` (e.g. ``ppo: {seq_len: 16}``)."""
     max_seeds: dict[str, int] = field(default_factory=dict)
     """Per-algorithm cap on the number of seeds (for the slow stock baseline)."""
+    cells: list[str] | None = None
+    """Only these of the sweep's cells on this environment (None: all of them)."""
+    algos: list[str] | None = None
+    """Only these of the sweep's algorithms and baselines on this environment (None: all of them)."""
 
     @classmethod
     def from_dict(cls, where: str, data: Any) -> EnvSpec:
@@ -66,6 +70,8 @@ class Sweep:
     cells: list[str] | None = None
     """Registry names; None (``all`` in the file) for every registry entry."""
     algos: list[str] = field(default_factory=lambda: ["ppo"])
+    algo_cells: dict[str, list[str]] = field(default_factory=dict)
+    """Per recurrent algorithm, only these of ``cells`` (e.g. ``a2c: [lstm, gal, ln]``)."""
     baselines: list[str] = field(default_factory=lambda: ["ppo-mlp", "sb3-ppo-lstm"])
     seeds: int = 3
     quick: Sweep | None = None
@@ -128,8 +134,13 @@ def plan(sweep: Sweep, args: argparse.Namespace, out: Path) -> list[RunTask]:
     seeds = args.seeds if args.seeds is not None else sweep.seeds
     if args.first_seed >= seeds:
         raise SweepError(f"--first-seed {args.first_seed}: expected less than the number of seeds ({seeds})")
+    named_cells = [*(sweep.cells or []), *(c for cs in sweep.algo_cells.values() for c in cs)]
+    named_cells += [c for spec in sweep.envs.values() for c in spec.cells or []]
+    named_algos = [a for spec in sweep.envs.values() for a in spec.algos or []]
     for key, names, choices in (
-        ("cells", sweep.cells or [], CELLS),
+        ("cells", named_cells, CELLS),
+        ("algos of an env", named_algos, ALGOS),
+        ("algo_cells", list(sweep.algo_cells), RECURRENT_ALGOS),
         ("algos", sweep.algos, RECURRENT_ALGOS),
         ("baselines", sweep.baselines, [a for a in ALGOS if a not in RECURRENT_ALGOS]),
     ):
@@ -145,9 +156,12 @@ def plan(sweep: Sweep, args: argparse.Namespace, out: Path) -> list[RunTask]:
         unknown = sorted(set(spec.hyperparams) - accepted_anywhere)
         if unknown:
             raise SweepError(f"envs.{env}.hyperparams {', '.join(unknown)}: an argument of no algorithm")
-        for algo in algos:
+        for algo in (a for a in algos if spec.algos is None or a in spec.algos):
             n_seeds = min(seeds, spec.max_seeds.get(algo, seeds))
-            for cell in cells if algo in RECURRENT_ALGOS else [None]:
+            row_cells = [
+                c for c in cells if c in sweep.algo_cells.get(algo, cells) and (spec.cells is None or c in spec.cells)
+            ]
+            for cell in row_cells if algo in RECURRENT_ALGOS else [None]:
                 has_dropout = cell is not None and has_dropout_method(cell)
                 for seed in range(args.first_seed, n_seeds):
                     config = TrainConfig(
