@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.sweep.records import _strict_json, read_record, record_path
+from agents.sweep.summary import ladder_table, plot_ladder, which_memory
 from agents.sweep.worker import RunTask
 from agents.training.algos import ALGOS
 from rl_lstm.bench.machine import describe_machine, machine_info
@@ -147,6 +148,10 @@ def markdown(data: dict[str, Any], header: dict[str, Any]) -> str:
         "return reaches the threshold. Steps to threshold: median over seeds of the first step at which the "
         "training curve (`rollout/ep_rew_mean`, stochastic policy, last 100 episodes) reaches the threshold; "
         "— when the median seed never did. Env-steps/s: median over seeds, training only.",
+        "",
+        *which_memory(data),
+        "",
+        *ladder_table(data),
     ]
     for env, block in data.items():
         s = block["settings"]
@@ -242,4 +247,5 @@ def report(out: Path, tasks: list[RunTask], command: str) -> dict[str, Any]:
     os.replace(tmp, out / "memory.md")
     for env, block in data.items():
         plot(env, block, out / f"memory_{env}.png")
+    plot_ladder(data, out / "memory_tmaze_ladder.png")
     return data
