@@ -13,7 +13,6 @@ from stable_baselines3.common.utils import explained_variance
 
 from agents.on_policy import RecurrentOnPolicyAlgorithm
 from agents.policies import CellLstmPolicy
-from agents.ppo import _check_sequence_sizes
 
 SelfRecurrentA2C = TypeVar("SelfRecurrentA2C", bound="RecurrentA2C")
 
@@ -52,7 +51,6 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        _check_sequence_sizes(n_steps, None, n_steps)
         policy_kwargs = dict(policy_kwargs or {})
         if use_rms_prop and "optimizer_class" not in policy_kwargs:
             policy_kwargs["optimizer_class"] = th.optim.RMSprop
