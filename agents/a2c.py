@@ -83,12 +83,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
 
     def loss(self, data) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         """The A2C loss on a batch of stored sequences, and its parts."""
-        actions = data.actions
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
-        values, log_prob, entropy = self.policy.evaluate_sequences(
-            data.observations, actions, data.lstm_states, data.episode_starts, data.masks
-        )
+        values, log_prob, entropy = self.evaluate_batch(data)
         advantages = data.advantages
         if self.normalize_advantage:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -96,7 +91,10 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         value_loss = F.mse_loss(data.returns, values)
         entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-        return loss, dict(policy_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss)
+        # Before the gradient step the recomputed log-probabilities are the collected ones.
+        replay_diff = (log_prob - data.old_log_prob).abs().max().detach()
+        parts = dict(policy_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss)
+        return loss, dict(parts, replay_max_abs_logp_diff=replay_diff)
 
     def train(self) -> None:
         """One gradient step on the whole rollout."""

@@ -21,12 +21,12 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
 from agents.policies import CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy
+from agents.type_aliases import SequenceSamples
 
 # sb3-contrib's policy classes (which a model saved by its RecurrentPPO names) and ours for them:
 # nn.LSTM computes what a stack of ``lstm`` cells does, with the same parameters.
@@ -81,15 +81,24 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
+        stock = self.policy_class if self.policy_class in _STOCK_POLICIES else None
         self.policy_class = _STOCK_POLICIES.get(self.policy_class, self.policy_class)
         if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, CellLstmPolicy)):
             raise ValueError(
                 f"policy: expected CellLstmPolicy or a subclass (or one of {', '.join(self.policy_aliases)}), "
                 f"got {getattr(self.policy_class, '__name__', self.policy_class)}"
             )
-        self.policy = self.policy_class(
-            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
-        )
+        try:
+            self.policy = self.policy_class(
+                self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
+            )
+        except ValueError as e:
+            if stock is None:
+                raise
+            raise ValueError(
+                f"policy: sb3-contrib's {stock.__name__} with policy_kwargs={self.policy_kwargs!r} has no equivalent "
+                f"here, so a model saved with it cannot load: {e}"
+            ) from e
         self.policy = self.policy.to(self.device)
         self._make_rollout_buffer()
 
@@ -111,13 +120,6 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _chunk_batch_size(self) -> int | None:
         """The minibatch size, in steps, that chunks must fit (None: the whole rollout)."""
         return None
-
-    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
-        """As SB3's, and a new environment count gets a buffer and memory states of its size."""
-        n_envs = self.n_envs
-        super().set_env(env, force_reset)
-        if self.n_envs != n_envs:
-            self._make_rollout_buffer()
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_lstm_states"]
@@ -210,6 +212,16 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         callback.on_rollout_end()
         self.timings["collect"] += time.perf_counter() - start
         return True
+
+    def evaluate_batch(self, data: SequenceSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """Values, log-probabilities and entropies of a minibatch of stored chunks, with the
+        actions cast as the distribution takes them (SB3's buffers serve them as float32)."""
+        actions = data.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        return self.policy.evaluate_sequences(
+            data.observations, actions, data.lstm_states, data.episode_starts, data.masks
+        )
 
     def _record_timings(self, train_seconds: float) -> None:
         self.timings["train"] += train_seconds

@@ -118,12 +118,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             for data in self.rollout_buffer.get(self.batch_size):
-                actions = data.actions
-                if isinstance(self.action_space, spaces.Discrete):
-                    actions = actions.long().flatten()
-                values, log_prob, entropy = self.policy.evaluate_sequences(
-                    data.observations, actions, data.lstm_states, data.episode_starts, data.masks
-                )
+                values, log_prob, entropy = self.evaluate_batch(data)
                 if replay_diff is None:  # same parameters, same masks: the ratio must be 1
                     replay_diff = (log_prob - data.old_log_prob).abs().max().item()
                 advantages = data.advantages
@@ -200,4 +195,3 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
