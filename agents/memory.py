@@ -134,7 +134,9 @@ class MemoryStack(nn.Module):
                 f"x: expected a tensor of shape (seq_len, batch, input_size={self.input_size}), got {_describe(x)}"
             )
         seq_len, batch = x.shape[0], x.shape[1]
-        state = self._check_hidden(hidden, batch)
+        # A single LSTM-family layer checks (h, c) itself: the stack adds nothing to a collection step.
+        lone = self.num_layers == 1 and "c" in self.layers[0].state_names
+        state = hidden if lone else self._check_hidden(hidden, batch)
         parts: list[Tensor | None] = [None] * (2 * self.num_layers)
         if masks is not None:
             if self.mask_width == 0:
@@ -145,8 +147,7 @@ class MemoryStack(nn.Module):
                     f"masks: expected shape (seq_len, batch, mask_width) = {expected}, got {_describe(masks)}"
                 )
             splits = [w for pair in self._widths for w in pair]
-            given = masks.split(splits, -1) if len(splits) > 1 else (masks,)
-            parts = [m if w else None for m, w in zip(given, splits, strict=True)]
+            parts = [m if w else None for m, w in zip(masks.split(splits, -1), splits, strict=True)]
         draw_between = masks is None and self.layer_dropout > 0 and (self.training or self._masks_in_eval)
 
         hs, cs, used = [], [], []
@@ -154,8 +155,8 @@ class MemoryStack(nn.Module):
         for k, layer in enumerate(self.layers):
             own, between = parts[2 * k], parts[2 * k + 1]
             carries_c = "c" in layer.state_names
-            if state is None:
-                layer_state = None
+            if state is None or lone:
+                layer_state = state
             else:
                 layer_state = (state[0][k : k + 1], state[1][k : k + 1]) if carries_c else state[0][k : k + 1]
             y, new_state = layer(y, layer_state, episode_starts, own, need_state=need_state)
