@@ -52,7 +52,7 @@ def chunk_lengths(n_steps: int, seq_len: int | None = None, batch_size: int | No
         seq_len = min(_check_positive("seq_len", seq_len), n_steps)
         if n_steps % seq_len:
             raise ValueError(
-                f"seq_len={seq_len}: expected a divisor of n_steps={n_steps}, or seq_len=None to let the "
+                f"seq_len={seq_len}: expected a positive divisor of n_steps={n_steps}, or seq_len=None to let the "
                 "chunks be chosen for any n_steps"
             )
         if batch_size is not None and batch_size % seq_len:

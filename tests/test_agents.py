@@ -197,7 +197,7 @@ def test_policy_bad_input():
         RecurrentPPO("CellLstmPolicy", env, policy_kwargs=dict(cell="gal", dropout=1.5))
     with pytest.raises(ValueError, match="n_lstm_layers=0: expected a positive integer"):
         RecurrentPPO("CellLstmPolicy", env, policy_kwargs=dict(n_lstm_layers=0))
-    with pytest.raises(ValueError, match="seq_len=7: expected a divisor of n_steps=32"):
+    with pytest.raises(ValueError, match="seq_len=7: expected a positive divisor of n_steps=32"):
         RecurrentPPO("CellLstmPolicy", env, n_steps=32, seq_len=7)
     with pytest.raises(ValueError, match="batch_size=20: expected a multiple of seq_len=8"):
         RecurrentPPO("CellLstmPolicy", env, n_steps=32, seq_len=8, batch_size=20)

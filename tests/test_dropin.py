@@ -108,14 +108,14 @@ def test_chunks_chosen_for_any_n_steps(n_steps, batch_size, expected):
 def test_chunks_set_by_the_user():
     assert chunk_lengths(128, 16, 64) == (16,) * 8
     assert chunk_lengths(16, 32) == (16,), "longer than the rollout: the whole rollout"
-    with pytest.raises(ValueError, match="seq_len=32: expected a divisor of n_steps=50"):
+    with pytest.raises(ValueError, match="seq_len=32: expected a positive divisor of n_steps=50"):
         chunk_lengths(50, 32)
     with pytest.raises(ValueError, match="batch_size=20: expected a multiple of seq_len=8"):
         chunk_lengths(32, 8, 20)
     with pytest.raises(ValueError, match="seq_len=0: expected a positive integer"):
         chunk_lengths(32, 0)
     env = _env("mlp")
-    with pytest.raises(ValueError, match="seq_len=32: expected a divisor of n_steps=50"):
+    with pytest.raises(ValueError, match="seq_len=32: expected a positive divisor of n_steps=50"):
         RecurrentPPO("MlpLstmPolicy", env, n_steps=50, seq_len=32)
 
 
