@@ -13,7 +13,6 @@ from stable_baselines3.common.utils import explained_variance
 
 from agents.on_policy import RecurrentOnPolicyAlgorithm
 from agents.policies import CellLstmPolicy
-from agents.ppo import _check_sequence_sizes
 
 SelfRecurrentA2C = TypeVar("SelfRecurrentA2C", bound="RecurrentA2C")
 
@@ -52,7 +51,6 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        _check_sequence_sizes(n_steps, None, n_steps)
         policy_kwargs = dict(policy_kwargs or {})
         if use_rms_prop and "optimizer_class" not in policy_kwargs:
             policy_kwargs["optimizer_class"] = th.optim.RMSprop
@@ -85,9 +83,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
 
     def loss(self, data) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         """The A2C loss on a batch of stored sequences, and its parts."""
-        values, log_prob, entropy = self.policy.evaluate_sequences(
-            data.observations, self._actions(data), data.lstm_states, data.episode_starts, data.masks
-        )
+        values, log_prob, entropy = self.evaluate_batch(data)
         advantages = data.advantages
         if self.normalize_advantage:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -95,10 +91,10 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         value_loss = F.mse_loss(data.returns, values)
         entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-        # The whole rollout in one batch, before the step: the replay check comes free.
+        # Before the gradient step the recomputed log-probabilities are the collected ones.
         replay_diff = (log_prob - data.old_log_prob).abs().max().detach()
         parts = dict(policy_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss)
-        return loss, {**parts, "replay_max_abs_logp_diff": replay_diff}
+        return loss, dict(parts, replay_max_abs_logp_diff=replay_diff)
 
     def train(self) -> None:
         """One gradient step on the whole rollout."""

@@ -11,6 +11,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_contrib.common.recurrent.policies import (
+    RecurrentActorCriticCnnPolicy,
+    RecurrentActorCriticPolicy,
+    RecurrentMultiInputActorCriticPolicy,
+)
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
@@ -19,8 +24,17 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.buffers import SequenceRolloutBuffer
-from agents.policies import CellLstmPolicy
+from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
+from agents.policies import CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy
+from agents.type_aliases import SequenceSamples
+
+# sb3-contrib's policy classes (which a model saved by its RecurrentPPO names) and ours for them:
+# nn.LSTM computes what a stack of ``lstm`` cells does, with the same parameters.
+_STOCK_POLICIES: dict[type, type[CellLstmPolicy]] = {
+    RecurrentActorCriticPolicy: CellLstmPolicy,
+    RecurrentActorCriticCnnPolicy: CnnCellLstmPolicy,
+    RecurrentMultiInputActorCriticPolicy: MultiInputCellLstmPolicy,
+}
 
 
 @contextmanager
@@ -37,14 +51,24 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     """Base of :class:`agents.RecurrentPPO` and :class:`agents.RecurrentA2C`.
 
     Collection runs the policy one step at a time over all environments, in eval mode with the
-    memories' dropout masks on, and records for every step the memory state before it and the
-    masks it used. ``seq_len`` is the length of the chunks the update replays (None: the whole
-    rollout of each environment).
+    memories' dropout masks on, and records the memory state before each chunk and the masks of
+    every step. ``seq_len`` is the length of the chunks the update replays (None: chosen to
+    cover any ``n_steps``, see :func:`agents.buffers.chunk_lengths`).
+
+    Policies: ours by name (``CellLstmPolicy``, ``CnnCellLstmPolicy``, ``MultiInputCellLstmPolicy``)
+    and under sb3-contrib's names (``MlpLstmPolicy``, ``CnnLstmPolicy``, ``MultiInputLstmPolicy``),
+    so that a stock script runs with its import changed. sb3-contrib's own policy classes (as a
+    model saved by its ``RecurrentPPO`` names them) are replaced by ours with ``lstm`` cells,
+    which compute what its ``nn.LSTM`` does with the same parameters.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "CellLstmPolicy": CellLstmPolicy,
+        "CnnCellLstmPolicy": CnnCellLstmPolicy,
+        "MultiInputCellLstmPolicy": MultiInputCellLstmPolicy,
         "MlpLstmPolicy": CellLstmPolicy,
+        "CnnLstmPolicy": CnnCellLstmPolicy,
+        "MultiInputLstmPolicy": MultiInputCellLstmPolicy,
     }
     policy: CellLstmPolicy
 
@@ -57,23 +81,45 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        self.policy = self.policy_class(
-            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
-        )
+        stock = self.policy_class if self.policy_class in _STOCK_POLICIES else None
+        self.policy_class = _STOCK_POLICIES.get(self.policy_class, self.policy_class)
+        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, CellLstmPolicy)):
+            raise ValueError(
+                f"policy: expected CellLstmPolicy or a subclass (or one of {', '.join(self.policy_aliases)}), "
+                f"got {getattr(self.policy_class, '__name__', self.policy_class)}"
+            )
+        try:
+            self.policy = self.policy_class(
+                self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
+            )
+        except ValueError as e:
+            if stock is None:
+                raise
+            raise ValueError(
+                f"policy: sb3-contrib's {stock.__name__} with policy_kwargs={self.policy_kwargs!r} has no equivalent "
+                f"here, so a model saved with it cannot load: {e}"
+            ) from e
         self.policy = self.policy.to(self.device)
-        if not isinstance(self.policy, CellLstmPolicy):
-            raise ValueError(f"policy: expected CellLstmPolicy or a subclass, got {type(self.policy).__name__}")
-        hidden = self.policy.lstm_actor.hidden_size
-        zeros = th.zeros(1, self.n_envs, hidden, device=self.device)
+        self._make_rollout_buffer()
+
+    def _make_rollout_buffer(self) -> None:
+        """The sequence buffer and zero memory states for ``n_envs`` environments."""
+        memory = self.policy.lstm_actor
+        zeros = th.zeros(memory.num_layers, self.n_envs, memory.hidden_size, device=self.device)
         self._last_lstm_states = RNNStates((zeros, zeros), (zeros, zeros))
-        widths = tuple(m.mask_width if m is not None and m.dropout > 0 else 0 for m in self._mask_memories())
-        self.rollout_buffer = SequenceRolloutBuffer(
-            self.n_steps, self.observation_space, self.action_space, hidden, widths, self.seq_len,
-            self.device, gae_lambda=self.gae_lambda, gamma=self.gamma, n_envs=self.n_envs,
+        widths = tuple(m.mask_width if m is not None else 0 for m in (self.policy.lstm_actor, self.policy.lstm_critic))
+        buffer_class = (
+            SequenceDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else SequenceRolloutBuffer
+        )
+        self.rollout_buffer = buffer_class(
+            self.n_steps, self.observation_space, self.action_space, memory.hidden_size, widths,
+            chunk_lengths(self.n_steps, self.seq_len, self._chunk_batch_size()),
+            self.device, gae_lambda=self.gae_lambda, gamma=self.gamma, n_envs=self.n_envs, n_layers=memory.num_layers,
         )  # fmt: skip
 
-    def _mask_memories(self) -> tuple[Any, Any]:
-        return self.policy.lstm_actor, self.policy.lstm_critic
+    def _chunk_batch_size(self) -> int | None:
+        """The minibatch size, in steps, that chunks must fit (None: the whole rollout)."""
+        return None
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_lstm_states"]
@@ -87,7 +133,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     ) -> bool:
         """Fill the buffer with ``n_rollout_steps`` steps of every environment (sb3-contrib's
         collection, plus the masks)."""
-        assert isinstance(rollout_buffer, SequenceRolloutBuffer), "needs a SequenceRolloutBuffer"
+        assert isinstance(rollout_buffer, (SequenceRolloutBuffer, SequenceDictRolloutBuffer)), "needs a sequence buffer"
         assert self._last_obs is not None, "No previous observation was provided"
         start = time.perf_counter()
         self.policy.set_training_mode(False)
@@ -116,7 +162,10 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 actions = actions.cpu().numpy()
                 clipped_actions = actions
                 if isinstance(self.action_space, spaces.Box):
-                    clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+                    if self.policy.squash_output:
+                        clipped_actions = self.policy.unscale_action(clipped_actions)
+                    else:
+                        clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
 
                 new_obs, rewards, dones, infos = env.step(clipped_actions)
                 self.num_timesteps += env.num_envs
@@ -155,7 +204,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 self._last_episode_starts = dones
                 self._last_lstm_states = lstm_states
 
-            with th.no_grad():
+            with th.no_grad(), self.policy.masks_active():
                 episode_starts = th.as_tensor(dones, dtype=th.float32, device=self.device)
                 source = lstm_states.vf if critic_memory else lstm_states.pi
                 values = self.policy.predict_values(obs_as_tensor(new_obs, self.device), source, episode_starts)
@@ -174,17 +223,19 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         worst = 0.0
         with th.no_grad():
             for data in self.rollout_buffer.get(batch_size=None):
-                _, log_prob, _ = self.policy.evaluate_sequences(
-                    data.observations, self._actions(data), data.lstm_states, data.episode_starts, data.masks
-                )
+                _, log_prob, _ = self.evaluate_batch(data)
                 worst = max(worst, (log_prob - data.old_log_prob).abs().max().item())
         return worst
 
-    def _actions(self, data) -> th.Tensor:
-        """The stored actions as the distribution takes them."""
+    def evaluate_batch(self, data: SequenceSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """Values, log-probabilities and entropies of a minibatch of stored chunks, with the
+        actions cast as the distribution takes them (SB3's buffers serve them as float32)."""
+        actions = data.actions
         if isinstance(self.action_space, spaces.Discrete):
-            return data.actions.long().flatten()
-        return data.actions
+            actions = actions.long().flatten()
+        return self.policy.evaluate_sequences(
+            data.observations, actions, data.lstm_states, data.episode_starts, data.masks
+        )
 
     def _record_timings(self, train_seconds: float) -> None:
         self.timings["train"] += train_seconds

@@ -1,38 +1,84 @@
-"""The recurrent actor-critic policy whose memory is a cell from the ``rl_lstm`` registry."""
+"""Recurrent actor-critic policies whose memory is a stack of cells from the ``rl_lstm`` registry:
+one per observation kind stock sb3-contrib serves (MLP, CNN, Dict)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
-from sb3_contrib.common.recurrent.type_aliases import RNNStates
-from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, NatureCNN
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
-from rl_lstm import CELLS, RecurrentLayer, make_cell
+from agents.memory import MemoryStack
+from agents.type_aliases import RNNMasks, RNNStates
+from rl_lstm import cell_class
+
+# Arguments of nn.LSTM that sb3-contrib passes through ``lstm_kwargs`` and that a stack of cells
+# can only take at their defaults (its memories are unidirectional, time-major, unprojected, and
+# follow the policy's device and dtype).
+_TORCH_ONLY = {"batch_first": False, "bidirectional": False, "proj_size": 0, "device": None, "dtype": None}
+# Cell arguments that are policy keywords of their own.
+_POLICY_LEVEL = ("ln_preact", "learnable")
 
 
-class RNNMasks(NamedTuple):
-    """Dropout masks of the actor's and the critic's memory, each ``(seq_len, n_seq, mask_width)``
-    or None where that memory used none (no dropout, no critic memory, or eval mode)."""
+def split_lstm_kwargs(cell: str, lstm_kwargs: dict[str, Any] | None) -> tuple[float, dict[str, Any]]:
+    """Read sb3-contrib's ``lstm_kwargs`` for a stack of ``cell``: returns the between-layer dropout
+    (``nn.LSTM``'s ``dropout``) and the keywords for every cell (``bias``, ``dropout_method``...).
 
-    pi: th.Tensor | None
-    vf: th.Tensor | None
+    A key is honoured, or rejected with a ValueError naming it: nn.LSTM's options the cells cannot
+    express (``bidirectional=True``, ``proj_size > 0``...), and keys neither nn.LSTM nor the cell takes.
+    """
+    if lstm_kwargs is not None and not isinstance(lstm_kwargs, dict):
+        raise ValueError(f"lstm_kwargs={lstm_kwargs!r}: expected a dict or None")
+    kwargs = dict(lstm_kwargs or {})
+    layer_dropout = kwargs.pop("dropout", 0.0)
+    for key, default in _TORCH_ONLY.items():
+        if key in kwargs and kwargs.pop(key) != default:
+            raise ValueError(
+                f"lstm_kwargs[{key!r}]={lstm_kwargs[key]!r}: the registry cells run unidirectional, time-major, "
+                f"without projection, on the policy's device and dtype; expected {default!r} or no such key"
+            )
+    takes = set(inspect.signature(cell_class(cell).__init__).parameters) - {"self", "input_size", "hidden_size"}
+    for key in kwargs:
+        if key in _POLICY_LEVEL:
+            raise ValueError(f"lstm_kwargs[{key!r}]: pass it as a policy keyword, policy_kwargs=dict({key}=...)")
+        if key not in takes:
+            raise ValueError(
+                f"lstm_kwargs[{key!r}]: neither an nn.LSTM argument the memory honours (dropout, bias) nor an "
+                f"argument of cell {cell!r} (it takes {', '.join(sorted(takes - {'dropout'}))})"
+            )
+    return layer_dropout, kwargs
+
+
+def _flatten_steps(obs: PyTorchObs) -> PyTorchObs:
+    """``(seq_len, n_seq, ...)`` -> ``(seq_len * n_seq, ...)``, for each key of Dict observations."""
+    if isinstance(obs, dict):
+        return {key: value.flatten(0, 1) for key, value in obs.items()}
+    return obs.flatten(0, 1)
 
 
 class CellLstmPolicy(RecurrentActorCriticPolicy):
     """sb3-contrib's recurrent actor-critic policy with memory from the ``rl_lstm`` registry.
 
     Takes every argument of ``sb3_contrib``'s ``RecurrentActorCriticPolicy`` (``lstm_hidden_size``,
-    ``shared_lstm``, ``enable_critic_lstm``, ``net_arch``...), plus:
+    ``n_lstm_layers``, ``shared_lstm``, ``enable_critic_lstm``, ``lstm_kwargs``, ``net_arch``,
+    ``features_extractor_class``, ``share_features_extractor``...), plus:
 
     :param cell: registry name of the memory cell (``rl_lstm.CELLS``), e.g. ``"gal"``.
     :param dropout: the cell's dropout probability (zoneout probability for zoneout cells).
     :param ln_preact: LayerNorm cells only: normalise the gate pre-activations too.
     :param learnable: LayerNorm cells only: learn the LayerNorm gains and biases.
+
+    Each memory (actor's, critic's) is a :class:`agents.memory.MemoryStack` of ``n_lstm_layers``
+    cells, state ``(h, c)`` each ``(n_lstm_layers, batch, lstm_hidden_size)`` as ``nn.LSTM``'s.
+    ``lstm_kwargs`` means what it means to ``nn.LSTM``: ``dropout`` between layers, ``bias``; it
+    also takes the cell's own arguments (``dropout_method``...); anything else is rejected by name.
 
     With :class:`agents.RecurrentPPO` and :class:`agents.RecurrentA2C` the memory acts with its
     dropout masks on while collecting (per-episode masks resampled when each environment starts
@@ -56,23 +102,23 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         lstm_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if cell not in CELLS:
-            raise ValueError(f"cell={cell!r}: expected one of {', '.join(CELLS)}")
-        if n_lstm_layers != 1:
-            raise ValueError(f"n_lstm_layers={n_lstm_layers!r}: the registry cells are single layers; expected 1")
-        # Built before the parent so that bad values fail fast, with the cell's own messages.
-        cell_kwargs = dict(dropout=dropout, ln_preact=ln_preact, learnable=learnable, **(lstm_kwargs or {}))
-        make_cell(cell, 1, lstm_hidden_size, **cell_kwargs)
+        layer_dropout, extra = split_lstm_kwargs(cell, lstm_kwargs)
+        cell_kwargs = dict(dropout=dropout, ln_preact=ln_preact, learnable=learnable, **extra)
+        memory_kwargs = dict(n_layers=n_lstm_layers, layer_dropout=layer_dropout, **cell_kwargs)
+        MemoryStack(cell, 1, lstm_hidden_size, **memory_kwargs)  # bad values fail here, before the parent builds
         self.cell_name = cell
         self.cell_kwargs = cell_kwargs
         super().__init__(
             observation_space, action_space, lr_schedule, *args,
             lstm_hidden_size=lstm_hidden_size, n_lstm_layers=1, **kwargs,
         )  # fmt: skip
-        # The parent built nn.LSTM memories; swap in registry cells and rebuild the optimiser.
-        self.lstm_actor = make_cell(cell, self.features_dim, lstm_hidden_size, **cell_kwargs)
+        # The parent built nn.LSTM memories; swap in stacks of registry cells and rebuild the optimiser.
+        self.lstm_kwargs = dict(lstm_kwargs or {})
+        self.n_lstm_layers = n_lstm_layers
+        self.lstm_hidden_state_shape = (n_lstm_layers, 1, lstm_hidden_size)
+        self.lstm_actor = MemoryStack(cell, self.features_dim, lstm_hidden_size, **memory_kwargs)
         if self.lstm_critic is not None:
-            self.lstm_critic = make_cell(cell, self.features_dim, lstm_hidden_size, **cell_kwargs)
+            self.lstm_critic = MemoryStack(cell, self.features_dim, lstm_hidden_size, **memory_kwargs)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -83,11 +129,16 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
             ln_preact=self.cell_kwargs["ln_preact"],
             learnable=self.cell_kwargs["learnable"],
             lstm_hidden_size=self.lstm_output_dim,
+            n_lstm_layers=self.n_lstm_layers,
+            lstm_kwargs=self.lstm_kwargs,
+            shared_lstm=self.shared_lstm,
+            enable_critic_lstm=self.enable_critic_lstm,
+            share_features_extractor=self.share_features_extractor,
         )
         return data
 
     # ------------------------------------------------------------------ masks
-    def memories(self) -> list[RecurrentLayer]:
+    def memories(self) -> list[MemoryStack]:
         return [m for m in (self.lstm_actor, self.lstm_critic) if m is not None]
 
     @contextmanager
@@ -114,10 +165,10 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         features: th.Tensor,
         lstm_states: tuple[th.Tensor, th.Tensor],
         episode_starts: th.Tensor,
-        lstm: RecurrentLayer,
+        lstm: MemoryStack,
         masks: th.Tensor | None = None,
     ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
-        """sb3-contrib's layout: ``features`` (n_seq * seq_len, F) sequence-major; the cell takes
+        """sb3-contrib's layout: ``features`` (n_seq * seq_len, F) sequence-major; the memory takes
         the whole sequence, resets included, in one call instead of one call per step."""
         n_seq = lstm_states[0].shape[1]
         x = features.reshape(n_seq, -1, lstm.input_size).transpose(0, 1)  # (seq_len, n_seq, F)
@@ -151,7 +202,7 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
 
     def evaluate_sequences(
         self,
-        obs: th.Tensor,
+        obs: PyTorchObs,
         actions: th.Tensor,
         lstm_states: RNNStates,
         episode_starts: th.Tensor,
@@ -159,12 +210,13 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
         """Values, log-probabilities and entropies of stored steps, time-major.
 
-        obs: ``(seq_len, n_seq, *obs_shape)``; actions ``(seq_len * n_seq, ...)`` as the
-        distribution takes them; lstm_states: the states before the first step, each
-        ``(1, n_seq, H)``; episode_starts ``(seq_len, n_seq)``; masks: the masks used when the
-        steps were collected. Returns ``(seq_len * n_seq,)`` tensors (row ``t * n_seq + j``).
+        obs: ``(seq_len, n_seq, *obs_shape)`` (a dict of those for Dict observations); actions
+        ``(seq_len * n_seq, ...)`` as the distribution takes them; lstm_states: the states before
+        the first step, each ``(n_layers, n_seq, H)``; episode_starts ``(seq_len, n_seq)``; masks:
+        the masks used when the steps were collected. Returns ``(seq_len * n_seq,)`` tensors (row
+        ``t * n_seq + j``).
         """
-        features = self.extract_features(obs.flatten(0, 1))
+        features = self.extract_features(_flatten_steps(obs))
         latent_pi, latent_vf = self._memory_sequences(features, lstm_states, episode_starts, masks)
         distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi))
         values = self.value_net(self.mlp_extractor.forward_critic(latent_vf)).flatten()
@@ -172,14 +224,15 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
 
     def predict_values(  # type: ignore[override]
         self,
-        obs: th.Tensor,
+        obs: PyTorchObs,
         lstm_states: tuple[th.Tensor, th.Tensor],
         episode_starts: th.Tensor,
         masks: th.Tensor | None = None,
     ) -> th.Tensor:
         """As sb3-contrib's, plus ``masks`` for the memory that computes the values (the
         critic's, or the actor's when it is shared)."""
-        features = super(RecurrentActorCriticPolicy, self).extract_features(obs, self.vf_features_extractor)
+        # BasePolicy's extract_features: the critic's extractor alone, even when it is not shared.
+        features = super(ActorCriticPolicy, self).extract_features(obs, self.vf_features_extractor)
         if self.lstm_critic is not None:
             latent_vf, _ = self._process_sequence(features, lstm_states, episode_starts, self.lstm_critic, masks)
         elif self.shared_lstm:
@@ -188,3 +241,25 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         else:
             latent_vf = self.critic(features)
         return self.value_net(self.mlp_extractor.forward_critic(latent_vf))
+
+
+class CnnCellLstmPolicy(CellLstmPolicy):
+    """:class:`CellLstmPolicy` for image observations: SB3's ``NatureCNN`` features (images scaled
+    by 1/255 unless ``normalize_images=False``, channel-last images transposed by the algorithm),
+    as sb3-contrib's ``CnnLstmPolicy``."""
+
+    def __init__(
+        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+class MultiInputCellLstmPolicy(CellLstmPolicy):
+    """:class:`CellLstmPolicy` for ``spaces.Dict`` observations: SB3's ``CombinedExtractor`` (a
+    ``NatureCNN`` per image entry, the others flattened, all concatenated), as sb3-contrib's
+    ``MultiInputLstmPolicy``."""
+
+    def __init__(
+        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)

@@ -22,11 +22,16 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
     """PPO (clip) with a recurrent policy whose memory is an ``rl_lstm`` cell.
 
     The arguments and defaults are ``sb3_contrib.RecurrentPPO``'s, plus ``seq_len``: the update
-    replays each environment's rollout in chunks of ``seq_len`` steps (a divisor of ``n_steps``;
-    ``batch_size`` must be a multiple of it), each chunk starting from the memory state recorded
-    at collection, with the dropout masks recorded at collection. Before the first gradient step
-    the ratio of new to old probabilities is therefore exactly 1 (logged as
-    ``train/replay_max_abs_logp_diff``).
+    replays each environment's rollout in chunks of ``seq_len`` steps, each chunk starting from
+    the memory state recorded at collection, with the dropout masks recorded at collection, and
+    gradients do not cross a chunk boundary (stored-state truncated backpropagation through time).
+    Before the first gradient step the ratio of new to old probabilities is therefore exactly 1
+    (logged as ``train/replay_max_abs_logp_diff``).
+
+    ``seq_len=None`` (the default) chooses chunks of at most 32 steps that cover any ``n_steps``
+    and suit any ``batch_size`` (:func:`agents.buffers.chunk_lengths`); a ``seq_len`` you set must
+    divide ``n_steps`` and ``batch_size``. A minibatch holds whole chunks, about ``batch_size``
+    steps.
     """
 
     def __init__(
@@ -48,7 +53,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         target_kl: float | None = None,
-        seq_len: int | None = 32,
+        seq_len: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -57,7 +62,6 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        seq_len = _check_sequence_sizes(n_steps, batch_size, seq_len)
         super().__init__(
             policy,
             env,
@@ -89,6 +93,9 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
+    def _chunk_batch_size(self) -> int | None:
+        return self.batch_size
+
     def _setup_model(self) -> None:
         super()._setup_model()
         self.clip_range = FloatSchedule(self.clip_range)
@@ -111,9 +118,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             for data in self.rollout_buffer.get(self.batch_size):
-                values, log_prob, entropy = self.policy.evaluate_sequences(
-                    data.observations, self._actions(data), data.lstm_states, data.episode_starts, data.masks
-                )
+                values, log_prob, entropy = self.evaluate_batch(data)
                 advantages = data.advantages
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -188,18 +193,3 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-
-def _check_sequence_sizes(n_steps: int, batch_size: int | None, seq_len: int | None) -> int:
-    """Check that chunks of ``seq_len`` tile ``n_steps`` and ``batch_size``; return seq_len."""
-    for name, value in (("n_steps", n_steps), ("batch_size", batch_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name}={value!r}: expected a positive integer")
-    if seq_len is None:
-        seq_len = n_steps
-    seq_len = min(seq_len, n_steps) if isinstance(seq_len, int) and not isinstance(seq_len, bool) else seq_len
-    if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1 or n_steps % seq_len:
-        raise ValueError(f"seq_len={seq_len!r}: expected a positive divisor of n_steps={n_steps}")
-    if batch_size is not None and batch_size % seq_len:
-        raise ValueError(f"batch_size={batch_size}: expected a multiple of seq_len={seq_len}")
-    return seq_len

@@ -22,7 +22,7 @@ def _model(algo, name, n_envs=3, env="CartPole-v1", seed=0, **kwargs):
     policy_kwargs = dict(cell=name, dropout=DROPOUT, lstm_hidden_size=8, net_arch=dict(pi=[8], vf=[8]))
     policy_kwargs.update(kwargs.pop("policy_kwargs", {}))
     if algo is RecurrentPPO:
-        kwargs = dict(n_steps=16, batch_size=16, seq_len=8, n_epochs=2, **kwargs)
+        kwargs = {**dict(n_steps=16, batch_size=16, seq_len=8, n_epochs=2), **kwargs}
     return algo("CellLstmPolicy", vec, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **kwargs)
 
 
@@ -47,7 +47,7 @@ def test_smoke_every_cell(algo, name):
     model = _model(algo, name)
     model.learn(64)
     assert model.num_timesteps >= 64
-    assert isinstance(model.policy.lstm_actor, CELLS[name])
+    assert isinstance(model.policy.lstm_actor.layers[0], CELLS[name])
     obs = model.env.reset()
     actions, state = model.predict(obs, deterministic=True)
     assert actions.shape == (3,) and state[0].shape == (1, 3, 8)
@@ -71,7 +71,7 @@ def _assert_replays(model, buffer, batch_size):
 def test_replay_reproduces_collection(algo, name):
     """Before the first gradient step, the update's log-probabilities and values equal those
     recorded at collection: the PPO ratio starts at exactly 1, masks on."""
-    model = _model(algo, name, **({"n_steps": 32} if algo is RecurrentA2C else {}))
+    model = _model(algo, name, n_steps=48)  # long enough for episodes to end inside it
     buffer = _collect(model)
     assert buffer.masks[0] is not None and buffer.masks[1] is not None
     assert buffer.episode_starts[1:].any(), "an episode starts inside the rollout"
@@ -81,7 +81,7 @@ def test_replay_reproduces_collection(algo, name):
 @pytest.mark.parametrize("method", ["pytorch", "gal", "moon", "semeniuta", "zoneout"])
 def test_replay_every_dropout_method(method):
     model = _model(RecurrentPPO, "lstm", policy_kwargs=dict(lstm_kwargs=dict(dropout_method=method)))
-    assert model.policy.lstm_actor.dropout_method == method
+    assert model.policy.lstm_actor.layers[0].dropout_method == method
     _assert_replays(model, _collect(model), model.batch_size)
 
 
@@ -130,9 +130,9 @@ def test_a2c_defaults_and_loss_by_hand():
     policy = model.policy
     n_steps = buffer.buffer_size
     logps, values, entropies = [], [], []
-    states = (
-        (th.as_tensor(buffer.states[0][:1]), th.as_tensor(buffer.states[1][:1])),
-        (th.as_tensor(buffer.states[2][:1]), th.as_tensor(buffer.states[3][:1])),
+    states = (  # the recorded state before the first chunk (the whole rollout)
+        (th.as_tensor(buffer.states[0][0]), th.as_tensor(buffer.states[1][0])),
+        (th.as_tensor(buffer.states[2][0]), th.as_tensor(buffer.states[3][0])),
     )
     for t in range(n_steps):
         obs = obs_as_tensor(buffer.observations[t], "cpu")
@@ -178,7 +178,7 @@ def test_save_load_identical_actions(algo, tmp_path):
     model.learn(48)
     model.save(tmp_path / "m.zip")
     loaded = algo.load(tmp_path / "m.zip", device="cpu")
-    assert loaded.policy.cell_name == "ln-gal" and loaded.policy.lstm_actor.dropout == DROPOUT
+    assert loaded.policy.cell_name == "ln-gal" and loaded.policy.lstm_actor.layers[0].dropout == DROPOUT
     obs = model.env.reset()
     state, loaded_state, starts = None, None, np.ones(3, dtype=bool)
     for _ in range(10):
@@ -195,8 +195,8 @@ def test_policy_bad_input():
         RecurrentPPO("CellLstmPolicy", env, policy_kwargs=dict(cell="mgu"))
     with pytest.raises(ValueError, match=r"dropout=1.5: expected a number in \[0, 1\)"):
         RecurrentPPO("CellLstmPolicy", env, policy_kwargs=dict(cell="gal", dropout=1.5))
-    with pytest.raises(ValueError, match="n_lstm_layers=2"):
-        RecurrentPPO("CellLstmPolicy", env, policy_kwargs=dict(n_lstm_layers=2))
+    with pytest.raises(ValueError, match="n_lstm_layers=0: expected a positive integer"):
+        RecurrentPPO("CellLstmPolicy", env, policy_kwargs=dict(n_lstm_layers=0))
     with pytest.raises(ValueError, match="seq_len=7: expected a positive divisor of n_steps=32"):
         RecurrentPPO("CellLstmPolicy", env, n_steps=32, seq_len=7)
     with pytest.raises(ValueError, match="batch_size=20: expected a multiple of seq_len=8"):
