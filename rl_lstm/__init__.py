@@ -18,8 +18,7 @@ from rl_lstm.masks import METHODS
 from rl_lstm.registry import CELLS, cell_class, make_cell
 from rl_lstm.rnn import RNN
 from rl_lstm.slow_lstm import SlowLSTM
-from rl_lstm.torch_gru import TorchGRU
-from rl_lstm.torch_lstm import TorchLSTM
+from rl_lstm.torch_adapter import TorchGRU, TorchLSTM
 
 __all__ = [
     "CELLS",

@@ -18,8 +18,7 @@ from rl_lstm.layer_norm_lstm import (
 from rl_lstm.lstm import LSTM, GalLSTM, MoonLSTM, SemeniutaLSTM, ZoneoutLSTM
 from rl_lstm.rnn import RNN
 from rl_lstm.slow_lstm import SlowLSTM
-from rl_lstm.torch_gru import TorchGRU
-from rl_lstm.torch_lstm import TorchLSTM
+from rl_lstm.torch_adapter import TorchGRU, TorchLSTM
 
 CELLS: dict[str, type[RecurrentLayer]] = {
     "nn": TorchLSTM,

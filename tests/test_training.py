@@ -43,8 +43,8 @@ def test_hyperparameter_entries():
     assert TrainConfig(env="CartPoleNoVel-v1").normalization == "obs-reward"
     assert TrainConfig(env="CartPoleNoVel-v1", normalize="none").normalization == "none"
     assert TrainConfig(env="CartPole-v1").normalization == "none"
-    for algo, spec in ALGOS.items():
-        for key, entry in load_file(spec.hyperparams or algo).items():  # every entry is the one chosen for its ids, and resolves
+    for algo, spec in ALGOS.items():  # every entry is the one chosen for its ids, and resolves
+        for key, entry in load_file(spec.hyperparams or algo).items():
             env = "Acrobot-v1" if key == "default" else next((e for e in ENV_INFO if fnmatch(e, key)), key)
             config = TrainConfig(env=env, algo=algo)
             assert config.hyperparams_entry() == (key, entry)

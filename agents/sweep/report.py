@@ -14,7 +14,7 @@ from agents.sweep.summary import ladder_table, plot_ladder, which_memory
 from agents.sweep.worker import RunTask
 from agents.training.algos import ALGOS
 from rl_lstm.bench.machine import describe_machine, machine_info
-from rl_lstm.bench.report import write_json
+from rl_lstm.bench.report import save_figure, write_json
 
 
 def _finite(value: Any) -> bool:
@@ -228,10 +228,7 @@ def plot(env: str, block: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{env}: mean over seeds, band = min-max")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def report(out: Path, tasks: list[RunTask], command: str) -> dict[str, Any]:

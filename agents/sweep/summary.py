@@ -3,12 +3,13 @@ tasks by normalised score) and how far each memory reaches on the T-maze corrido
 
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+
+from rl_lstm.bench.report import save_figure
 
 
 def _score(row: dict[str, Any]) -> float | None:
@@ -125,8 +126,5 @@ def plot_ladder(data: dict[str, Any], path: Path) -> bool:
     ax.set_xticks(list(rungs), [str(n) for n in rungs])
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return True

@@ -23,6 +23,16 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure as a PNG beside the target, then rename (never half a picture), and close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub Markdown table; every cell is rendered with str()."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rl_lstm import CELLS, LayerNormLSTM
 from rl_lstm.bench.machine import describe_machine
-from rl_lstm.bench.report import md_table
+from rl_lstm.bench.report import md_table, save_figure
 from rl_lstm.bench.speed_spec import (
     MODES,
     REF_LABELS,
@@ -319,6 +319,5 @@ def plot(data: dict, path: Path) -> bool:
         f"Step mode `{mode}`: {MODES[mode].doc}; dropout {s.dropout}; {data['machine']['torch_threads']} thread(s)"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return True

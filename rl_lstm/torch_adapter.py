@@ -1,0 +1,78 @@
+"""``torch.nn.LSTM`` and ``torch.nn.GRU`` behind the cells' interface: the references in tests and
+benchmarks."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from rl_lstm.base import RecurrentLayer
+from rl_lstm.segments import run_pieces, run_segments
+
+
+class TorchModuleLayer(RecurrentLayer):
+    """A thin adapter over a one-layer torch recurrent module (the class's :attr:`torch_module`) with the
+    cells' ``forward``.
+
+    ``TorchLSTM(input_size, hidden_size, bias=True, dropout=0.0, dropout_method='pytorch')`` (and
+    ``TorchGRU``): dropout acts on the output only. Episode starts split the sequence into stretches that
+    the module runs in one call each. Its weights live in the module (:attr:`lstm` or :attr:`gru`) and
+    are also readable as ``weight_ih``, ``weight_hh``, ``bias_ih`` and ``bias_hh``.
+    """
+
+    dropout_methods = ("pytorch",)
+    #: The attribute holding the module (its parameters' names in a state dict follow it).
+    module_name: ClassVar[str]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        dropout_method: str = "pytorch",
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias, dropout=dropout, dropout_method=dropout_method)
+        setattr(self, self.module_name, self.torch_module(self.input_size, self.hidden_size, bias=self.bias))
+
+    @property
+    def module(self) -> nn.RNNBase:
+        return getattr(self, self.module_name)
+
+    weight_ih = property(lambda self: self.module.weight_ih_l0)
+    weight_hh = property(lambda self: self.module.weight_hh_l0)
+    bias_ih = property(lambda self: self.module.bias_ih_l0 if self.bias else None)
+    bias_hh = property(lambda self: self.module.bias_hh_l0 if self.bias else None)
+
+    def _module_run(self, x: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The module over ``x`` (T, B, I) from ``h``/``c`` (B, H); ``c`` is None for h-only modules."""
+        if c is None:
+            out, h = self.module(x, h.unsqueeze(0))
+            return out, h[0], None
+        out, (h, c) = self.module(x, (h.unsqueeze(0), c.unsqueeze(0)))
+        return out, h[0], c[0]
+
+    def _run(
+        self, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, masks: Tensor | None, need_state=True
+    ):
+        if need_state or starts is None:
+            out, h, c = run_segments(self._module_run, x, h, c, starts)
+        else:
+            out, h, c = run_pieces(self._module_run, x, h, c, starts), None, None
+        return (out if masks is None else out * masks), h, c
+
+
+class TorchLSTM(TorchModuleLayer):
+    """``torch.nn.LSTM`` behind the cells' interface: the reference of the LSTM family."""
+
+    torch_module = nn.LSTM
+    module_name = "lstm"
+
+
+class TorchGRU(TorchModuleLayer):
+    """``torch.nn.GRU`` behind the cells' interface, the state ``h`` alone: the reference of the GRU family."""
+
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
+    torch_module = nn.GRU
+    module_name = "gru"
