@@ -61,6 +61,9 @@ class RecurrentLayer(nn.Module):
     #: ``nn.GRU``).
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")
     torch_equivalent = True  # whether to_torch() can express this cell as an nn.LSTM
+    #: Whether the class's calls run on the compiled chunk kernel (:mod:`rl_lstm.kernel`) where it can
+    #: run: a class fact, read through the registry (``cell_class(name).compiled``).
+    compiled: ClassVar[bool] = False
 
     def __init__(
         self,
