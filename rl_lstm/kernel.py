@@ -59,7 +59,7 @@ def find_compiler() -> str | None:
 
 
 def _cflags() -> list[str]:
-    flags = ["-O3", "-ffp-contract=fast", "-fopenmp-simd"]
+    flags = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
     if platform.machine().lower() in ("x86_64", "amd64"):
         flags.append("-march=native")  # built on the machine it runs on, so its vector units are known
     return flags
