@@ -72,6 +72,9 @@ class RecurrentLayer(nn.Module):
     #: The one-layer torch module whose math and parameters this class shares (``from_torch`` / ``to_torch``).
     torch_module: ClassVar[type[nn.RNNBase]] = nn.LSTM
     torch_equivalent = True  # whether to_torch() can express this cell as its torch_module
+    #: Whether the class's calls run on the compiled chunk kernel (:mod:`rl_lstm.kernel`) where it can
+    #: run: a class fact, read through the registry (``cell_class(name).compiled``).
+    compiled: ClassVar[bool] = False
 
     def __init__(
         self,

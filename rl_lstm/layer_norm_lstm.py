@@ -62,8 +62,15 @@ class LayerNormLSTM(LSTM):
     def _normalize_cell(self, c: Tensor) -> Tensor:
         return self.ln_c(c)
 
-    def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state=True):
-        # No fused kernel computes this math: always the step loop.
+    def _kernel_norms(self) -> tuple[list[Tensor | None], float, float]:
+        if not self.ln_preact:
+            return [None] * 4 + [self.ln_c.weight, self.ln_c.bias], 0.0, self.ln_c.epsilon
+        norms = [self.ln_ih.weight, self.ln_ih.bias, self.ln_hh.weight, self.ln_hh.bias]
+        # ln_ih and ln_hh are built with the same (default) epsilon: the kernel takes one for both.
+        return [*norms, self.ln_c.weight, self.ln_c.bias], self.ln_ih.epsilon, self.ln_c.epsilon
+
+    def _python_run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state):
+        # No PyTorch fused kernel computes this math: the step loop.
         return RecurrentLayer._run(self, x, h, c, starts, masks)
 
 

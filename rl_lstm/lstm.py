@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rl_lstm import kernel
 from rl_lstm.base import LSTMParameters
 from rl_lstm.segments import run_pieces, run_segments, step_loop
 
@@ -18,10 +19,13 @@ class LSTM(LSTMParameters):
     carried state untouched), ``'gal'``, ``'moon'``, ``'semeniuta'`` or ``'zoneout'``; see the
     classes named after them. At ``dropout=0`` it computes exactly what ``nn.LSTM`` does.
 
-    Where the math allows, it runs PyTorch's fused kernels: ``torch.lstm_cell`` one step at a
-    time, and the ``nn.LSTM`` sequence kernel between episode starts when the masks leave the
-    carried state alone.
+    Calls run on the compiled chunk kernel (:mod:`rl_lstm.kernel`) where it can run. Otherwise,
+    where the math allows, on PyTorch's fused kernels: ``torch.lstm_cell`` one step at a time, and
+    the ``nn.LSTM`` sequence kernel between episode starts when the masks leave the carried state
+    alone; else on the step loop.
     """
+
+    compiled = True
 
     def _project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih, self._bias())
@@ -77,10 +81,22 @@ class LSTM(LSTMParameters):
         )  # fmt: skip
         return out, h[0], c[0]
 
-    #: Use PyTorch's fused kernels where the math allows (False: the step-by-step loop, the reference).
+    #: Use the compiled kernel or PyTorch's fused kernels where they can run (False on an instance: the
+    #: step-by-step loop, the reference).
     fused = True
 
+    def _kernel_norms(self) -> tuple[list[Tensor | None], float, float]:
+        """The layer norms for :func:`rl_lstm.kernel.run`: the gains and biases of the input, hidden
+        and cell norms (None where there is none), and the pre-activation and cell epsilons."""
+        return [None] * 6, 0.0, 0.0
+
     def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state=True):
+        if self.fused and kernel.use(x):
+            return kernel.run(self, x, h, c, starts, masks)
+        return self._python_run(x, h, c, starts, masks, need_state)
+
+    def _python_run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state):
+        """The calls the compiled kernel does not take: PyTorch's fused kernels where the math allows."""
         site = self.mask_spec.site
         if not self.fused or site in ("cell", "candidate") and masks is not None:
             return super()._run(x, h, c, starts, masks)  # the mask sits inside the step's math

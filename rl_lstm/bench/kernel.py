@@ -1,0 +1,194 @@
+"""Speed of the compiled chunk kernel (rl_lstm/kernel.py) against the Python path and PyTorch.
+
+Two measurements, each side by side in one run (timers interleaved in a shuffled order each
+round, medians over rounds, ratios taken round by round):
+
+* **update**: the memory part of an update, forward plus backward of one chunk ``(T, B)`` as
+  the update runs it (training mode, masks on, ``need_state=False``), with and without episode
+  starts, for each cell on the kernel and on the Python path, against PyTorch's fused
+  ``nn.LSTM`` forward plus backward over the same steps without resets;
+* **collection**: one step per call (``seq_len`` 1, no gradient, eval mode with masks on, as
+  collection runs), the state fed back, for each cell on both paths, against ``torch.lstm_cell``
+  on the cell's weights.
+
+    python scripts/bench_kernel.py [--cells lstm gal ln] [--hidden 64 256] [--batches 8 16 32 64]
+        [--step-batches 1 4 16] [--seq-len 32] [--input-size 16] [--repeats 9] [--threads 1] [--out DIR]
+
+Prints Markdown tables (and writes ``kernel_speed.json`` and ``kernel_speed.md`` to ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rl_lstm import kernel
+from rl_lstm.bench.args import POSITIVE, positive_float
+from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
+from rl_lstm.bench.report import summarize, write_json
+from rl_lstm.bench.timing import calibrate, make_sync, ratio_stats, time_rounds
+from rl_lstm.registry import cell_class, default_dropout, make_cell
+
+Timer = Callable[[], None]
+
+
+def on_path(path: str, fn: Timer) -> Timer:
+    """``fn`` run with ``RL_LSTM_KERNEL=path``."""
+
+    def run() -> None:
+        os.environ[kernel.ENV] = path
+        fn()
+
+    return run
+
+
+@dataclass
+class Rounds:
+    """What :func:`rl_lstm.bench.timing.calibrate` reads."""
+
+    round_seconds: float
+    warmup_steps: int = 3
+    steps: int | None = None
+
+
+def measure(timers: dict[str, Timer], reference: str, repeats: int, round_seconds: float) -> dict[str, dict]:
+    """Median ms per call of each timer and its ratio to ``reference``, interleaved over ``repeats`` rounds."""
+    runs = {name: (lambda n, fn=fn: [fn() for _ in range(n)]) for name, fn in timers.items()}
+    sync = make_sync("cpu")
+    n = calibrate(runs, Rounds(round_seconds), sync, 1, 1000)
+    per_call = time_rounds(runs, n, repeats, sync, random.Random(0))
+    ms = {name: summarize([t * 1e3 for t in ts])["median"] for name, ts in per_call.items()}
+    ratios = {name: ratio_stats(ts, per_call[reference])["median"] for name, ts in per_call.items()}
+    return {name: {"ms": ms[name], "ratio": ratios[name]} for name in per_call}
+
+
+def update_timers(name: str, hidden: int, batch: int, seq_len: int, input_size: int) -> dict[str, Timer]:
+    cell = make_cell(name, input_size, hidden, dropout=default_dropout(name)).train()
+    lstm = torch.nn.LSTM(input_size, hidden)
+    x = torch.randn(seq_len, batch, input_size, requires_grad=True)
+    state = (torch.zeros(1, batch, hidden), torch.zeros(1, batch, hidden))
+    starts = torch.zeros(seq_len, batch, dtype=torch.bool)
+    starts[torch.randint(seq_len, (batch,)), torch.arange(batch)] = True  # one episode start per row
+
+    def chunk(episode_starts) -> Timer:
+        def run() -> None:
+            out, _ = cell(x, state, episode_starts, need_state=False)
+            out.sum().backward()
+
+        return run
+
+    def fused() -> None:
+        out, _ = lstm(x, state)
+        out.sum().backward()
+
+    timers = {"nn.LSTM": fused}
+    for label, st in (("", None), (" +starts", starts)):
+        timers[f"kernel{label}"] = on_path("1", chunk(st))
+        timers[f"python{label}"] = on_path("0", chunk(st))
+    return timers
+
+
+def step_timers(name: str, hidden: int, batch: int) -> dict[str, Timer]:
+    """One collection step: the output fed back as the next input (input_size == hidden_size)."""
+    cell = make_cell(name, hidden, hidden, dropout=default_dropout(name)).eval()
+    cell.masks_in_eval = True
+    w = [p.detach() for p in cell.torch_parameters()]
+    state = {"x": torch.randn(1, batch, hidden), "hc": None, "lc": (torch.zeros(batch, hidden),) * 2}
+
+    def step() -> None:
+        with torch.no_grad():
+            out, state["hc"] = cell(state["x"], state["hc"])
+        state["x"] = out
+
+    def lstm_cell() -> None:
+        with torch.no_grad():
+            state["lc"] = torch.lstm_cell(state["x"][0], state["lc"], *w)
+
+    return {"torch.lstm_cell": lstm_cell, "kernel": on_path("1", step), "python": on_path("0", step)}
+
+
+def table(title: str, rows: list[dict], columns: list[str], reference: str) -> str:
+    head = f"| {title} | {reference} ms | " + " | ".join(f"{c} / {reference}" for c in columns) + " |"
+    lines = [head, "|" + " --- |" * (len(columns) + 2)]
+    for row in rows:
+        r = row["results"]
+        cells = " | ".join(f"{r[c]['ratio']:.2f}" for c in columns)
+        lines.append(f"| {row['setting']} | {r[reference]['ms']:.3f} | {cells} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", nargs="+", default=["lstm", "gal", "ln"], help="registry names (compiled cells)")
+    parser.add_argument("--hidden", nargs="+", type=POSITIVE, default=[64, 256], help="hidden sizes")
+    parser.add_argument("--batches", nargs="+", type=POSITIVE, default=[8, 16, 32, 64], help="update: chunks per batch")
+    parser.add_argument("--step-batches", nargs="+", type=POSITIVE, default=[1, 4, 16], help="collection: envs")
+    parser.add_argument("--seq-len", type=POSITIVE, default=32, help="update: steps per chunk")
+    parser.add_argument("--input-size", type=POSITIVE, default=16, help="update: the memory's input features")
+    parser.add_argument("--repeats", type=POSITIVE, default=9, help="rounds per setting")
+    parser.add_argument("--round-seconds", type=positive_float, default=1.0, help="about how long one round takes")
+    parser.add_argument("--threads", type=POSITIVE, default=1, help="torch threads")
+    parser.add_argument("--skip-update", action="store_true", help="measure collection steps only")
+    parser.add_argument("--skip-collection", action="store_true", help="measure update chunks only")
+    parser.add_argument("--out", type=Path, default=None, help="folder for kernel_speed.json and kernel_speed.md")
+    args = parser.parse_args(argv)
+    for name in args.cells:
+        if not cell_class(name).compiled:
+            parser.error(f"--cells: {name!r} does not run on the compiled kernel")
+    threads = pin_threads(args.threads)
+    torch.manual_seed(0)
+    random.seed(0)
+    os.environ[kernel.ENV] = "1"
+    start = time.perf_counter()
+    kernel.load()
+    if kernel.build_error():
+        raise SystemExit(f"the kernel cannot be built: {kernel.build_error()}")
+    info = machine_info()
+    info["torch_threads"] = threads
+    machine = describe_machine(info)
+    report = {"machine": info, "settings": vars(args) | {"out": str(args.out)}, "update": [], "collection": []}
+    print(f"# Compiled kernel speed\n\n{machine}; kernel loaded in {time.perf_counter() - start:.1f} s\n")
+    if not args.skip_update:
+        for name in args.cells:
+            for hidden in args.hidden:
+                for batch in args.batches:
+                    timers = update_timers(name, hidden, batch, args.seq_len, args.input_size)
+                    results = measure(timers, "nn.LSTM", args.repeats, args.round_seconds)
+                    setting = f"{name} H{hidden} B{batch}"
+                    report["update"].append({"setting": setting, "results": results})
+                    print(f"update {setting}: " + ", ".join(f"{k} {v['ms']:.2f} ms" for k, v in results.items()))
+    if not args.skip_collection:
+        for name in args.cells:
+            for hidden in args.hidden:
+                for batch in args.step_batches:
+                    timers = step_timers(name, hidden, batch)
+                    results = measure(timers, "torch.lstm_cell", args.repeats, args.round_seconds)
+                    setting = f"{name} H{hidden} B{batch}"
+                    report["collection"].append({"setting": setting, "results": results})
+                    print(f"step {setting}: " + ", ".join(f"{k} {v['ms'] * 1e3:.0f} us" for k, v in results.items()))
+    md = [f"# Compiled kernel speed\n\n{machine}. Medians over {args.repeats} interleaved rounds.\n"]
+    if report["update"]:
+        md.append(
+            f"## Update: forward + backward of a chunk (T={args.seq_len}, input {args.input_size}), training mode, "
+            "masks on, against nn.LSTM (fused, no resets)\n"
+        )
+        cols = ["kernel", "kernel +starts", "python", "python +starts"]
+        md.append(table("cell", report["update"], cols, "nn.LSTM"))
+    if report["collection"]:
+        md.append("\n## Collection: one step per call, no grad, masks on, against torch.lstm_cell (same weights)\n")
+        md.append(table("cell", report["collection"], ["kernel", "python"], "torch.lstm_cell"))
+    text = "\n".join(md) + "\n"
+    print("\n" + text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(args.out / "kernel_speed.json", report)
+        (args.out / "kernel_speed.md").write_text(text)
+    return 0
+

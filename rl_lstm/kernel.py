@@ -1,0 +1,164 @@
+"""The compiled recurrent kernel: a whole chunk ``(T, B)`` of LSTM steps per call, with episode
+resets, every dropout site's masks and optional layer norm inside, and a hand-written backward
+through time (``rl_lstm/csrc/lstm_chunk.cpp``).
+
+It is built at first use from the installed torch with ``torch.utils.cpp_extension.load`` and
+cached (under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Where it cannot
+run (no C++ compiler, a failed build, tensors not on the CPU, a dtype other than float32 or
+float64) the cells keep their Python path, with one warning naming the reason.
+
+The environment variable ``RL_LSTM_KERNEL`` chooses: ``auto`` (the default: the kernel where it
+can run), ``0`` (never: the Python path, e.g. to compare) or ``1`` (always: an error where it
+cannot run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from rl_lstm.lstm import LSTM
+
+ENV = "RL_LSTM_KERNEL"
+MODES = ("auto", "0", "1")
+SOURCE = Path(__file__).parent / "csrc" / "lstm_chunk.cpp"
+DTYPES = (torch.float32, torch.float64)
+#: The mask sites the kernel knows (``rl_lstm.masks.MaskSpec.site``), numbered as in the C++ source.
+SITES = {"output": 1, "hidden": 2, "cell": 3, "candidate": 4, "zoneout": 5}
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_error: str | None = None  # why the build failed, once it has
+_warned: set[str] = set()
+
+
+def mode() -> str:
+    """``RL_LSTM_KERNEL``: ``auto`` (default), ``0`` or ``1``."""
+    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if value not in MODES:
+        raise ValueError(f"{ENV}={value!r}: expected one of {', '.join(MODES)}")
+    return value
+
+
+def find_compiler() -> str | None:
+    """The C++ compiler torch's build would call (``$CXX``, else ``c++``), or None if there is none."""
+    return shutil.which(os.environ.get("CXX", "c++"))
+
+
+def _cflags() -> list[str]:
+    flags = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags.append("-march=native")  # built on the machine it runs on, so its vector units are known
+    return flags
+
+
+def _name() -> str:
+    """The extension's name: one build per source, flags and CPU (``-march=native`` code is CPU-specific)."""
+    cpu = platform.processor() + platform.machine()
+    try:
+        cpu += next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    digest = hashlib.sha1((cpu + " ".join(_cflags())).encode()).hexdigest()[:10]
+    return f"rl_lstm_kernel_{digest}"
+
+
+def _build() -> ModuleType:
+    from torch.utils import cpp_extension
+
+    name = _name()
+    built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
+    if not built.exists():
+        print(f"rl_lstm: compiling the recurrent kernel ({SOURCE.name}; once, then cached)...", file=sys.stderr)
+    start = time.perf_counter()
+    module = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=_cflags(), verbose=False)
+    seconds = time.perf_counter() - start
+    if seconds > 2.0:
+        print(f"rl_lstm: recurrent kernel compiled in {seconds:.1f} s", file=sys.stderr)
+    return module
+
+
+def _first_error(message: str) -> str:
+    """The line of a build failure that says what went wrong (the compiler's first error, if any)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()] or ["(no message)"]
+    errors = [line for line in lines if "error:" in line.lower()] or lines
+    return errors[0][:300]
+
+
+def load() -> ModuleType | None:
+    """The compiled extension, built at the first call; None if it cannot be built (see :func:`build_error`)."""
+    global _module, _error
+    if _module is not None or _error is not None:
+        return _module
+    with _lock:
+        if _module is None and _error is None:
+            if find_compiler() is None:
+                _error = f"no C++ compiler found (looked for {os.environ.get('CXX', 'c++')!r}; set CXX)"
+            else:
+                try:
+                    _module = _build()
+                except Exception as exc:  # noqa: BLE001 (any build failure means: the Python path)
+                    _error = f"the build failed ({type(exc).__name__}: {_first_error(str(exc))})"
+    return _module
+
+
+def build_error() -> str | None:
+    """Why the extension could not be built, once :func:`load` has tried; else None."""
+    return _error
+
+
+def unavailable(x: Tensor) -> str | None:
+    """Why the kernel cannot run a call on ``x``, or None when it can (building it if need be)."""
+    if x.device.type != "cpu":
+        return f"tensors on {x.device} (the kernel runs on the CPU; other devices keep the Python path)"
+    if x.dtype not in DTYPES:
+        return f"dtype {x.dtype} (the kernel takes float32 and float64)"
+    return None if load() is not None else _error
+
+
+def use(x: Tensor) -> bool:
+    """Whether a cell's call on ``x`` runs the kernel, as ``RL_LSTM_KERNEL`` says. In ``auto`` mode
+    the first call that cannot run it warns once per reason; in mode ``1`` such a call raises."""
+    chosen = mode()
+    if chosen == "0":
+        return False
+    reason = unavailable(x)
+    if reason is None:
+        return True
+    if chosen == "1":
+        raise RuntimeError(f"{ENV}=1 but the compiled recurrent kernel cannot run: {reason}")
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"rl_lstm: the Python path runs instead of the compiled kernel: {reason}", stacklevel=3)
+    return False
+
+
+def run(
+    cell: LSTM, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A cell's ``_run`` on the kernel: ``x`` (T, B, I), ``h``/``c`` (B, H), ``starts`` bool (T, B) or
+    None, ``masks`` (T, B, mask_width) or None -> output (T, B, H), h, c."""
+    site = cell.mask_spec.site
+    if masks is None and site == "zoneout" and cell.dropout > 0.0:
+        # The expectation: each unit p of the way back to its previous value (a stride-0 mask).
+        masks = x.new_full((1, 1, 2 * cell.hidden_size), cell.dropout).expand(x.shape[0], x.shape[1], -1)
+    code = 0 if masks is None else SITES[site]
+    norms, eps_pre, eps_c = cell._kernel_norms()
+    module = _module if _module is not None else load()
+    out, h, c = module.lstm_chunk(
+        x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, *norms, masks, starts, code, eps_pre, eps_c
+    )
+    return out, h, c

@@ -1,0 +1,285 @@
+"""The compiled chunk kernel (rl_lstm/kernel.py) against the Python path, and its fallback.
+
+The Python path (``RL_LSTM_KERNEL=0``: PyTorch's fused kernels where the math allows, else the
+step loop of rl_lstm/segments.py) is the reference: the kernel must give its outputs, final
+states and every gradient in float64. The extension is built once per machine and cached, so
+only the first run of this file pays for the compile.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from rl_lstm import CELLS, kernel, make_cell
+from rl_lstm.registry import cell_class
+
+COMPILED = [name for name in CELLS if cell_class(name).compiled]
+LN_VARIANTS = [{"ln_preact": False}, {"learnable": False}, {"ln_preact": False, "learnable": False, "bias": False}]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built():
+    if kernel.find_compiler() is None:
+        pytest.skip("no C++ compiler on this machine: the kernel cannot be built (its fallback is tested below)")
+    assert kernel.load() is not None, kernel.build_error()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _cell(name: str, dropout: float, dtype=torch.float64, **kwargs):
+    cell = make_cell(name, 3, 5, dropout=dropout, **kwargs).to(dtype)
+    with torch.no_grad():  # away from the initial values (LN gains 1, biases 0) so every term matters
+        for p in cell.parameters():
+            p.normal_(0.0, 0.5)
+    return cell
+
+
+def _inputs(seq_len: int, batch: int, dtype=torch.float64, p_start: float = 0.2):
+    x = torch.randn(seq_len, batch, 3, dtype=dtype)
+    hidden = (torch.randn(1, batch, 5, dtype=dtype), torch.randn(1, batch, 5, dtype=dtype))
+    starts = torch.rand(seq_len, batch) < p_start
+    if seq_len > 1:
+        starts[seq_len // 2, 0] = True  # an episode start inside the chunk, always
+    return x, hidden, starts
+
+
+def _run(monkeypatch, path: str, cell, x, hidden, starts, masks, need_state=True, seed=None):
+    """Outputs, final state and the gradients of a loss of all three w.r.t. x, h0, c0 and every parameter."""
+    monkeypatch.setenv(kernel.ENV, path)
+    if seed is not None:  # the same masks on both paths: the same draws, and no per-episode masks held over
+        torch.manual_seed(seed)
+        cell.episode_masks = None
+    x = x.clone().requires_grad_(True)
+    h0, c0 = (s.clone().requires_grad_(True) for s in hidden)
+    out, state = cell(x, (h0, c0), starts, masks, need_state=need_state)
+    loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum()
+    results = [out]
+    if need_state:
+        loss = loss + 0.3 * state[0].sum() + 0.7 * (state[1] ** 2).sum()
+        results += list(state)
+    params = [x, h0, c0, *cell.parameters()]
+    results += torch.autograd.grad(loss, params, allow_unused=True)
+    return results, cell.last_masks
+
+
+def _assert_same(got, want, **tol):
+    assert len(got) == len(want)
+    for k, (g, w) in enumerate(zip(got, want, strict=True)):
+        torch.testing.assert_close(g, w, msg=lambda m, k=k: f"result {k}: {m}", **tol)
+
+
+# ---------------------------------------------------------------- kernel == Python path, float64
+@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize(("seq_len", "batch"), [(1, 1), (1, 16), (9, 4), (64, 3), (32, 16)])
+def test_kernel_equals_python_path_replayed_masks(monkeypatch, name, seq_len, batch):
+    """Masks given (as the update replays them): outputs, final states and every gradient."""
+    cell = _cell(name, dropout=0.4)
+    x, hidden, starts = _inputs(seq_len, batch)
+    monkeypatch.setenv(kernel.ENV, "0")
+    cell(x, hidden, starts)
+    masks = cell.last_masks
+    assert masks is not None
+    got, _ = _run(monkeypatch, "1", cell, x, hidden, starts, masks)
+    want, _ = _run(monkeypatch, "0", cell, x, hidden, starts, masks)
+    _assert_same(got, want)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize("need_state", [True, False])
+def test_kernel_equals_python_path_sampled_masks(monkeypatch, name, need_state):
+    """Masks sampled inside the call (same seed, same masks), episode starts inside, both update paths."""
+    cell = _cell(name, dropout=0.3)
+    x, hidden, starts = _inputs(24, 6)
+    got, got_masks = _run(monkeypatch, "1", cell, x, hidden, starts, None, need_state, seed=5)
+    want, want_masks = _run(monkeypatch, "0", cell, x, hidden, starts, None, need_state, seed=5)
+    torch.testing.assert_close(got_masks, want_masks, rtol=0, atol=0)
+    _assert_same(got, want)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_kernel_equals_python_path_without_dropout_or_starts(monkeypatch, name):
+    cell = _cell(name, dropout=0.0)
+    x, hidden, _ = _inputs(17, 5)
+    got, _ = _run(monkeypatch, "1", cell, x, hidden, None, None)
+    want, _ = _run(monkeypatch, "0", cell, x, hidden, None, None)
+    _assert_same(got, want)
+
+
+@pytest.mark.parametrize("kwargs", LN_VARIANTS)
+@pytest.mark.parametrize("name", ["ln", "ln-gal", "ln-zoneout"])
+def test_kernel_layer_norm_variants(monkeypatch, name, kwargs):
+    """Layer norm on c only, frozen gains, no bias: the same results as the Python path."""
+    cell = _cell(name, dropout=0.3, **kwargs)
+    x, hidden, starts = _inputs(12, 4)
+    got, _ = _run(monkeypatch, "1", cell, x, hidden, starts, None, seed=2)
+    want, _ = _run(monkeypatch, "0", cell, x, hidden, starts, None, seed=2)
+    _assert_same(got, want)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gal", "zoneout"])
+def test_kernel_without_bias(monkeypatch, name):
+    cell = _cell(name, dropout=0.3, bias=False)
+    x, hidden, starts = _inputs(10, 3)
+    got, _ = _run(monkeypatch, "1", cell, x, hidden, starts, None, seed=3)
+    want, _ = _run(monkeypatch, "0", cell, x, hidden, starts, None, seed=3)
+    _assert_same(got, want)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize("masks_in_eval", [False, True])
+def test_kernel_in_eval_mode(monkeypatch, name, masks_in_eval):
+    """Eval mode: the expectation (zoneout's mixing weight p, no dropout), or the masks when
+    ``masks_in_eval`` (collection), step by step with seq_len 1 as collection calls the cell."""
+    cell = _cell(name, dropout=0.4).eval()
+    cell.masks_in_eval = masks_in_eval
+    x, hidden, starts = _inputs(6, 8)
+    outs = {}
+    for path in ("1", "0"):
+        monkeypatch.setenv(kernel.ENV, path)
+        torch.manual_seed(1)
+        cell.episode_masks = None
+        state, steps = hidden, []
+        with torch.no_grad():
+            for t in range(6):
+                out, state = cell(x[t : t + 1], state, starts[t : t + 1])
+                steps.append(out)
+        assert (cell.last_masks is not None) == masks_in_eval
+        outs[path] = [torch.cat(steps), *state]
+    _assert_same(outs["1"], outs["0"])
+
+
+@pytest.mark.parametrize("name", ["gal", "ln-moon", "zoneout"])
+def test_collection_masks_replay_on_the_kernel(monkeypatch, name):
+    """The replay property with the kernel: masks used step by step in collection (eval mode,
+    masks_in_eval) give the same outputs when the whole chunk is replayed with them in training."""
+    monkeypatch.setenv(kernel.ENV, "1")
+    cell = _cell(name, dropout=0.4).eval()
+    cell.masks_in_eval = True
+    x, hidden, starts = _inputs(10, 4)
+    state, outs, masks = hidden, [], []
+    with torch.no_grad():
+        for t in range(10):
+            out, state = cell(x[t : t + 1], state, starts[t : t + 1])
+            outs.append(out)
+            masks.append(cell.last_masks)
+    cell.train()
+    replay, _ = cell(x, hidden, starts, torch.cat(masks))
+    torch.testing.assert_close(replay, torch.cat(outs))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gal", "ln-zoneout", "ln-semeniuta"])
+def test_kernel_float32_close_to_python_path(monkeypatch, name):
+    cell = _cell(name, dropout=0.3, dtype=torch.float32)
+    x, hidden, starts = _inputs(32, 8, dtype=torch.float32)
+    got, _ = _run(monkeypatch, "1", cell, x, hidden, starts, None, seed=4)
+    want, _ = _run(monkeypatch, "0", cell, x, hidden, starts, None, seed=4)
+    _assert_same(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["moon", "ln-gal", "ln-zoneout"])
+def test_kernel_gradcheck(monkeypatch, name):
+    """Finite differences against the hand-written backward: inputs, state and every parameter."""
+    monkeypatch.setenv(kernel.ENV, "1")
+    cell = _cell(name, dropout=0.3)
+    x, hidden, starts = _inputs(5, 2)
+    cell(x, hidden, starts)
+    masks = cell.last_masks
+    names = [n for n, _ in cell.named_parameters()]
+
+    def f(x, h0, c0, *params):
+        out, (h, c) = torch.func.functional_call(
+            cell, dict(zip(names, params, strict=True)), (x, (h0, c0), starts, masks)
+        )
+        return out, h, c
+
+    args = [t.clone().requires_grad_(True) for t in (x, *hidden, *cell.parameters())]
+    assert torch.autograd.gradcheck(f, args)
+
+
+# ---------------------------------------------------------------- class facts
+def test_class_facts():
+    """Whether a class runs on the kernel is a class attribute, read through the registry."""
+    assert cell_class("nn").compiled is False and cell_class("slow").compiled is False
+    assert {"lstm", "gal", "moon", "semeniuta", "zoneout", "ln", "ln-gal", "ln-moon", "ln-zoneout"} <= set(COMPILED)
+
+
+# ---------------------------------------------------------------- choice and fallback
+def _reset(monkeypatch):
+    """A fresh, not yet loaded kernel module state (restored after the test)."""
+    monkeypatch.setattr(kernel, "_module", None)
+    monkeypatch.setattr(kernel, "_error", None)
+    monkeypatch.setattr(kernel, "_warned", set())
+
+
+def _python_path_result(monkeypatch, cell, x):
+    monkeypatch.setenv(kernel.ENV, "0")
+    out, _ = cell(x)
+    return out
+
+
+def test_no_compiler_falls_back_with_one_warning(monkeypatch):
+    _reset(monkeypatch)
+    monkeypatch.setattr(kernel, "find_compiler", lambda: None)
+    cell = _cell("gal", dropout=0.0)
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    want = _python_path_result(monkeypatch, cell, x)
+    monkeypatch.setenv(kernel.ENV, "auto")
+    with pytest.warns(UserWarning, match="no C..? compiler"):
+        out, _ = cell(x)
+    torch.testing.assert_close(out, want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning per reason, not one per call
+        cell(x)
+    monkeypatch.setenv(kernel.ENV, "1")
+    with pytest.raises(RuntimeError, match="RL_LSTM_KERNEL=1.*no C"):
+        cell(x)
+
+
+def test_failed_build_falls_back(monkeypatch):
+    _reset(monkeypatch)
+
+    def broken_build():
+        raise RuntimeError("Error building extension 'x':\nlstm_chunk.cpp:1:1: error: something is wrong")
+
+    monkeypatch.setattr(kernel, "_build", broken_build)
+    monkeypatch.setenv(kernel.ENV, "auto")
+    cell = _cell("ln", dropout=0.0)
+    x = torch.randn(3, 2, 3, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="the build failed.*error: something is wrong"):
+        out, _ = cell(x)
+    assert kernel.build_error() is not None and kernel.load() is None
+    torch.testing.assert_close(out, _python_path_result(monkeypatch, cell, x))
+
+
+def test_unsupported_dtype_and_device_fall_back(monkeypatch):
+    monkeypatch.setattr(kernel, "_warned", set())
+    monkeypatch.setenv(kernel.ENV, "auto")
+    assert "dtype torch.bfloat16" in kernel.unavailable(torch.zeros(1, dtype=torch.bfloat16))
+    assert "meta" in kernel.unavailable(torch.zeros(1, device="meta"))
+    assert kernel.unavailable(torch.zeros(1)) is None
+    cell = _cell("lstm", dropout=0.0, dtype=torch.bfloat16)
+    x = torch.randn(3, 2, 3, dtype=torch.bfloat16)
+    with pytest.warns(UserWarning, match="bfloat16"):
+        out, _ = cell(x)
+    torch.testing.assert_close(out, _python_path_result(monkeypatch, cell, x))
+
+
+def test_forced_python_path_never_builds(monkeypatch):
+    _reset(monkeypatch)
+    monkeypatch.setattr(kernel, "_build", lambda: pytest.fail("RL_LSTM_KERNEL=0 must not build the kernel"))
+    monkeypatch.setenv(kernel.ENV, "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_cell("ln-gal", 3, 5)(torch.randn(2, 1, 3))
+
+
+def test_bad_mode_is_a_value_error(monkeypatch):
+    monkeypatch.setenv(kernel.ENV, "yes")
+    with pytest.raises(ValueError, match="RL_LSTM_KERNEL='yes'.*auto, 0, 1"):
+        make_cell("lstm", 3, 5)(torch.randn(2, 1, 3))
