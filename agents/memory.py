@@ -77,6 +77,7 @@ class MemoryStack(nn.Module):
         self.layer_dropout = float(layer_dropout)
         self.last_masks: Tensor | None = None
         self._masks_in_eval = False
+        self._check_args = True
         # Columns of each layer's own masks and of the mask after it, in the order of `masks`.
         self._widths: list[tuple[int, int]] = [
             (
@@ -101,6 +102,17 @@ class MemoryStack(nn.Module):
         self._masks_in_eval = bool(value)
         for layer in self.layers:
             layer.masks_in_eval = bool(value)
+
+    @property
+    def check_args(self) -> bool:
+        """Whether calls check their arguments (see :attr:`rl_lstm.RecurrentLayer.check_args`)."""
+        return self._check_args
+
+    @check_args.setter
+    def check_args(self, value: bool) -> None:
+        self._check_args = bool(value)
+        for layer in self.layers:
+            layer.check_args = bool(value)
 
     @property
     def masks_active(self) -> bool:
@@ -135,14 +147,14 @@ class MemoryStack(nn.Module):
         *,
         need_state: bool = True,
     ) -> tuple[Tensor, Hidden | None]:
-        if not isinstance(x, Tensor) or x.dim() != 3:
+        if self._check_args and (not isinstance(x, Tensor) or x.dim() != 3):
             raise ValueError(
                 f"x: expected a tensor of shape (seq_len, batch, input_size={self.input_size}), got {_describe(x)}"
             )
         seq_len, batch = x.shape[0], x.shape[1]
         # A single LSTM-family layer checks (h, c) itself: the stack adds nothing to a collection step.
         lone = self.num_layers == 1 and "c" in self.layers[0].state_names
-        state = hidden if lone else self._check_hidden(hidden, batch)
+        state = hidden if lone or not self._check_args else self._check_hidden(hidden, batch)
         parts: list[Tensor | None] = [None] * (2 * self.num_layers)
         if masks is not None:
             if self.mask_width == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar
 
 import numpy as np
@@ -156,7 +156,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 with th.no_grad():
                     obs_tensor = obs_as_tensor(self._last_obs, self.device)
                     episode_starts = th.as_tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
-                    with self.policy.masks_active():
+                    # The first step of a rollout checks the memories' arguments; the others have the same shapes.
+                    with self.policy.masks_active(), self.policy.args_checked() if n_steps else nullcontext():
                         actions, values, log_probs, lstm_states = self.policy(obs_tensor, lstm_states, episode_starts)
                     masks = self.policy.last_masks()
                 actions = actions.cpu().numpy()

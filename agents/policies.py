@@ -11,6 +11,7 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
@@ -119,7 +120,15 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         self.lstm_actor = MemoryStack(cell, self.features_dim, lstm_hidden_size, **memory_kwargs)
         if self.lstm_critic is not None:
             self.lstm_critic = MemoryStack(cell, self.features_dim, lstm_hidden_size, **memory_kwargs)
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self._optimizer_kwargs())
+
+    def _optimizer_kwargs(self) -> dict[str, Any]:
+        """SB3's optimizer arguments (Adam with eps 1e-5 by default), with PyTorch's fused Adam (one kernel
+        for all parameters) when Adam was chosen without a choice of implementation."""
+        kwargs = dict(self.optimizer_kwargs)
+        if self.optimizer_class is th.optim.Adam and not {"fused", "foreach", "capturable"} & set(kwargs):
+            kwargs["fused"] = True
+        return kwargs
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -154,10 +163,50 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
             for m, b in zip(self.memories(), before, strict=True):
                 m.masks_in_eval = b
 
+    @contextmanager
+    def args_checked(self) -> Iterator[None]:
+        """Within this block the memories skip their per-call argument checks: for a caller that checked
+        the arguments of its first call and makes many more of the same shapes (a rollout)."""
+        for m in self.memories():
+            m.check_args = False
+        try:
+            yield
+        finally:
+            for m in self.memories():
+                m.check_args = True
+
     def last_masks(self) -> RNNMasks:
         """The masks the actor's and critic's memories used in their last call."""
         vf = self.lstm_critic.last_masks if self.lstm_critic is not None else None
         return RNNMasks(self.lstm_actor.last_masks, vf)
+
+    # ------------------------------------------------------------------ acting
+    def forward(  # type: ignore[override]
+        self, obs: PyTorchObs, lstm_states: RNNStates, episode_starts: th.Tensor, deterministic: bool = False
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, RNNStates]:
+        """sb3-contrib's forward (actions, values, log-probabilities, new states), with discrete actions
+        sampled straight from the logits: the same numbers as its Categorical distribution, drawn from
+        the same random stream, without building a distribution object at every step."""
+        if not isinstance(self.action_dist, CategoricalDistribution):
+            return super().forward(obs, lstm_states, episode_starts, deterministic)
+        features = self.extract_features(obs)
+        pi_features, vf_features = (features, features) if self.share_features_extractor else features
+        latent_pi, states_pi = self._process_sequence(pi_features, lstm_states.pi, episode_starts, self.lstm_actor)
+        if self.lstm_critic is not None:
+            latent_vf, states_vf = self._process_sequence(vf_features, lstm_states.vf, episode_starts, self.lstm_critic)
+        elif self.shared_lstm:
+            latent_vf, states_vf = latent_pi.detach(), (states_pi[0].detach(), states_pi[1].detach())
+        else:
+            latent_vf, states_vf = self.critic(vf_features), states_pi
+        values = self.value_net(self.mlp_extractor.forward_critic(latent_vf))
+        logits = self.action_net(self.mlp_extractor.forward_actor(latent_pi))
+        log_pmf = logits - logits.logsumexp(-1, keepdim=True)  # as torch's Categorical normalises them
+        if deterministic:
+            actions = log_pmf.argmax(-1)
+        else:
+            actions = th.multinomial(log_pmf.softmax(-1), 1, True).squeeze(-1)
+        log_prob = log_pmf.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        return actions, values, log_prob, RNNStates(states_pi, states_vf)
 
     # ------------------------------------------------------------------ memory
     def _process_sequence(  # type: ignore[override]

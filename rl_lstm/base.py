@@ -65,6 +65,10 @@ class RecurrentLayer(nn.Module):
     #: family (``hidden=(h, c)``), ``("h",)`` for memories that carry h only (``hidden=h``, as
     #: ``nn.GRU``).
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")
+    #: Check every argument of a call. A caller that has checked its arguments once for many calls of
+    #: the same shapes (a rollout's collection steps) sets it False on the instance, and each call then
+    #: skips the checks: a wrong argument then fails somewhere inside rather than with a clear message.
+    check_args = True
     #: Rough training time per step relative to ``lstm``; it only orders the memory sweep's queue.
     relative_cost: ClassVar[float] = 1.0
     #: The dropout methods the class takes (keys of ``rl_lstm.masks.METHODS``).
@@ -198,6 +202,15 @@ class RecurrentLayer(nn.Module):
         c = self._check_tensor("hidden[1] (c)", hidden[1], shape, "(1, batch, hidden_size)")
         return h[0], c[0]
 
+    def _unpack_hidden(self, hidden: object, batch: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`_check_hidden` without the checks."""
+        if hidden is None:
+            zeros = x.new_zeros(batch, self.hidden_size)
+            return zeros, (zeros if "c" in self.state_names else None)
+        if isinstance(hidden, Tensor):
+            return hidden[0], None
+        return hidden[0][0], hidden[1][0]
+
     def _check_starts(self, episode_starts: object, seq_len: int, batch: int) -> Tensor | None:
         """Return a bool ``(seq_len, batch)`` tensor, or None when no row starts an episode."""
         if episode_starts is None:
@@ -224,14 +237,19 @@ class RecurrentLayer(nn.Module):
         *,
         need_state: bool = True,
     ) -> tuple[Tensor, Hidden | None]:
-        seq_len, batch = self._check_input(x)
-        h, c = self._check_hidden(hidden, batch, x)
-        starts = self._check_starts(episode_starts, seq_len, batch)
-        if masks is not None:
-            if self.dropout == 0.0:
-                raise ValueError("masks: this cell has dropout=0 and takes no masks; pass masks=None")
-            self._check_tensor("masks", masks, (seq_len, batch, self.mask_width), "(seq_len, batch, mask_width)")
-        elif self.masks_active:
+        if self.check_args:
+            seq_len, batch = self._check_input(x)
+            h, c = self._check_hidden(hidden, batch, x)
+            starts = self._check_starts(episode_starts, seq_len, batch)
+            if masks is not None:
+                if self.dropout == 0.0:
+                    raise ValueError("masks: this cell has dropout=0 and takes no masks; pass masks=None")
+                self._check_tensor("masks", masks, (seq_len, batch, self.mask_width), "(seq_len, batch, mask_width)")
+        else:  # checked once by the caller: unpack only
+            seq_len, batch = x.shape[0], x.shape[1]
+            h, c = self._unpack_hidden(hidden, batch, x)
+            starts = None if episode_starts is None else episode_starts.bool()
+        if masks is None and self.masks_active:
             masks = self._draw_masks(seq_len, batch, starts, fresh=hidden is None)
         self.last_masks = masks
         output, h, c = self._run(x, h, c, starts, masks, need_state)

@@ -210,3 +210,36 @@ def test_shared_or_no_critic_memory_replays(kwargs):
     _assert_replays(model, _collect(model), model.batch_size)
     model.learn(48)
     assert model.num_timesteps >= 48
+
+
+def test_lean_collection_step_is_the_stock_forward():
+    """Our forward (actions sampled straight from the logits, arguments checked on the first call only)
+    gives what sb3-contrib's forward gives, from the same random numbers."""
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    model = _model(RecurrentPPO, "gal")
+    policy = model.policy
+    obs = obs_as_tensor(model.env.reset(), "cpu")
+    zeros = th.zeros(1, 3, 8)
+    states = type(model._last_lstm_states)((zeros, zeros), (zeros, zeros))
+    starts = th.tensor([1.0, 0.0, 1.0])
+    for deterministic in (False, True):
+        results = []
+        for lean in (True, False):
+            for memory in policy.memories():  # both calls start from no per-episode masks
+                memory.layers[0].episode_masks = None
+            th.manual_seed(7)
+            with th.no_grad(), policy.masks_active(), policy.args_checked() if lean else th.no_grad():
+                forward = policy.forward if lean else RecurrentActorCriticPolicy.forward.__get__(policy)
+                results.append(forward(obs, states, starts, deterministic))
+        (a1, v1, lp1, s1), (a2, v2, lp2, s2) = results
+        assert th.equal(a1, a2) and th.equal(v1, v2) and th.equal(lp1, lp2)
+        assert all(th.equal(x, y) for x, y in zip((*s1.pi, *s1.vf), (*s2.pi, *s2.vf), strict=True))
+    assert policy.lstm_actor.check_args, "checks are back on after the block"
+
+
+def test_adam_is_fused_unless_chosen_otherwise():
+    assert _model(RecurrentPPO, "lstm").policy.optimizer.defaults["fused"] is True
+    chosen = _model(RecurrentPPO, "lstm", policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-5, foreach=True)))
+    assert not chosen.policy.optimizer.defaults.get("fused")
+    assert _model(RecurrentPPO, "lstm").policy.optimizer.defaults["eps"] == 1e-5
