@@ -236,7 +236,8 @@ def test_masking_learns_the_masked_recall():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_without_masks_the_recall_is_not_learned(seed):
     """The same budget without masks: the agent cannot see which delay moves are allowed and dies in the
-    delay (best expected return 1/16 - 15/16 = -0.875); with masks PPO and A2C reach 1."""
+    delay (best expected return 1/16 - 15/16 = -0.875); with masks PPO reaches 1 in 8k steps, A2C in 48k
+    (at 16k it is at 0.45-0.74 over these seeds, above the memoryless 0.25)."""
     assert _learn(RecurrentPPO, 8192, seed) <= -0.8
     assert _learn(MaskableRecurrentPPO, 8192, seed) >= 0.9
-    assert _learn(MaskableRecurrentA2C, 16384, seed) >= 0.9
+    assert _learn(MaskableRecurrentA2C, 49152, seed) >= 0.9
