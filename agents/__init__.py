@@ -2,6 +2,7 @@
 
 from agents.a2c import RecurrentA2C
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
+from agents.maskable import MaskableRecurrentA2C, MaskableRecurrentPPO
 from agents.memory import MemoryStack
 from agents.on_policy import RecurrentOnPolicyAlgorithm
 from agents.policies import CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy
@@ -17,6 +18,8 @@ __all__ = [
     "CellLstmPolicy",
     "CnnCellLstmPolicy",
     "CnnLstmPolicy",
+    "MaskableRecurrentA2C",
+    "MaskableRecurrentPPO",
     "MemoryStack",
     "MlpLstmPolicy",
     "MultiInputCellLstmPolicy",

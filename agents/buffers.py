@@ -73,6 +73,8 @@ class _SequenceStorage:
     :param seq_len: the chunks: an int (equal chunks, a divisor of ``buffer_size``), a sequence of
         chunk lengths summing to ``buffer_size``, or None (the whole rollout, one chunk).
     :param n_layers: layers of the memory (states are ``(n_layers, n_envs, hidden_size)``).
+    :param action_mask_dims: columns of a step's invalid-action masks (sb3-contrib's maskable buffers'
+        ``mask_dims``); 0: none are kept.
     """
 
     observations: Any
@@ -91,8 +93,10 @@ class _SequenceStorage:
         gamma: float = 0.99,
         n_envs: int = 1,
         n_layers: int = 1,
+        action_mask_dims: int = 0,
     ) -> None:
         self.hidden_size = hidden_size
+        self.action_mask_dims = action_mask_dims
         self.n_layers = n_layers
         self.mask_widths = mask_widths
         if seq_len is None or isinstance(seq_len, (int, np.integer)):
@@ -115,10 +119,20 @@ class _SequenceStorage:
         self.masks = [
             np.zeros((self.buffer_size, self.n_envs, w), dtype=np.float32) if w else None for w in self.mask_widths
         ]
+        # All actions allowed where a step brings no masks (learn(use_masking=False)), as sb3-contrib does.
+        dims = self.action_mask_dims
+        self.action_masks = np.ones((self.buffer_size, self.n_envs, dims), dtype=np.float32) if dims else None
 
-    def add(self, *args: Any, lstm_states: RNNStates, masks: RNNMasks, **kwargs: Any) -> None:
+    def add(
+        self, *args: Any, lstm_states: RNNStates, masks: RNNMasks, action_masks: np.ndarray | None = None, **kwargs: Any
+    ) -> None:
         """``lstm_states``: the memory states before this step, each ``(n_layers, n_envs, H)``;
-        ``masks``: the masks used at this step, each ``(1, n_envs, W)`` or None."""
+        ``masks``: the masks used at this step, each ``(1, n_envs, W)`` or None; ``action_masks``: the
+        step's invalid-action masks ``(n_envs, action_mask_dims)`` or None."""
+        if action_masks is not None:
+            if self.action_masks is None:
+                raise ValueError("action_masks: this buffer keeps none (action_mask_dims=0)")
+            self.action_masks[self.pos] = np.asarray(action_masks).reshape(self.n_envs, self.action_mask_dims)  # type: ignore[attr-defined]
         chunk = self._chunk_of_start.get(self.pos)  # type: ignore[attr-defined]
         if chunk is not None:
             for store, state in zip(self.states, (*lstm_states.pi, *lstm_states.vf), strict=True):
@@ -159,6 +173,7 @@ class _SequenceStorage:
                 np.stack([s[chunks].swapaxes(0, 1).reshape(self.n_layers, -1, self.hidden_size) for s in self.states])
             ),
             "masks": [None if m is None else self._chunk(m, steps) for m in self.masks],
+            "action_masks": None if self.action_masks is None else self._chunk(self.action_masks, steps),
         }
 
     def get(self, batch_size: int | None = None) -> Generator[SequenceSamples, None, None]:  # type: ignore[override]
@@ -188,6 +203,9 @@ class _SequenceStorage:
         else:
             obs = obs.index_select(1, idx)
         states = group["states"].index_select(2, idx)  # (4, n_layers, n_seq, H)
+        action_masks = group["action_masks"]
+        if action_masks is not None:
+            action_masks = action_masks.index_select(1, idx).flatten(0, 1)  # (seq_len * n_seq, dims), as actions
         return SequenceSamples(
             observations=obs,
             actions=group["actions"].index_select(1, idx).flatten(0, 1),
@@ -198,6 +216,7 @@ class _SequenceStorage:
             lstm_states=RNNStates((states[0], states[1]), (states[2], states[3])),
             episode_starts=group["episode_starts"].index_select(1, idx),
             masks=RNNMasks(*(None if m is None else m.index_select(1, idx) for m in group["masks"])),
+            action_masks=action_masks,
         )
 
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
 from sb3_contrib.common.recurrent.policies import (
     RecurrentActorCriticCnnPolicy,
     RecurrentActorCriticPolicy,
@@ -72,8 +73,13 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     }
     policy: CellLstmPolicy
 
+    #: Whether the algorithm learns with invalid-action masks (:mod:`agents.maskable`): its rollout
+    #: buffer keeps a row of masks per step, and collection reads them from the environments.
+    action_masking: ClassVar[bool] = False
+
     def __init__(self, *args: Any, seq_len: int | None = None, **kwargs: Any) -> None:
         self.seq_len = seq_len
+        self._use_masking = False
         self._last_lstm_states: RNNStates | None = None
         self.timings = {"collect": 0.0, "train": 0.0}
         super().__init__(*args, **kwargs)
@@ -100,6 +106,11 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 f"here, so a model saved with it cannot load: {e}"
             ) from e
         self.policy = self.policy.to(self.device)
+        if self.action_masking and self.policy.action_mask_dims == 0:
+            raise ValueError(
+                f"action space {self.action_space}: {type(self).__name__} masks Discrete, MultiDiscrete or "
+                "MultiBinary actions; for Box actions use the algorithm without masks"
+            )
         self._make_rollout_buffer()
 
     def _make_rollout_buffer(self) -> None:
@@ -115,11 +126,25 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             self.n_steps, self.observation_space, self.action_space, memory.hidden_size, widths,
             chunk_lengths(self.n_steps, self.seq_len, self._chunk_batch_size()),
             self.device, gae_lambda=self.gae_lambda, gamma=self.gamma, n_envs=self.n_envs, n_layers=memory.num_layers,
+            action_mask_dims=self.policy.action_mask_dims if self.action_masking else 0,
         )  # fmt: skip
 
     def _chunk_batch_size(self) -> int | None:
         """The minibatch size, in steps, that chunks must fit (None: the whole rollout)."""
         return None
+
+    def _check_masking(self, use_masking: bool) -> bool:
+        """Whether collection reads action masks: ``use_masking``, after checking that the
+        environments offer them (sb3-contrib's test: an ``action_masks`` method)."""
+        if use_masking and self.env is not None and not is_masking_supported(self.env):
+            spec = self.env.get_attr("spec", [0])[0]
+            name = spec.id if spec is not None else type(self.env.get_attr("unwrapped", [0])[0]).__name__
+            raise ValueError(
+                f"env {name}: has no action_masks() method; {type(self).__name__} reads the invalid-action masks "
+                "from it (as sb3-contrib's MaskablePPO): add the method, or wrap the environment in "
+                "sb3_contrib.common.wrappers.ActionMasker, or call learn(..., use_masking=False)"
+            )
+        return bool(use_masking)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_lstm_states"]
@@ -149,6 +174,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         # Argument checks of torch.distributions cost more than the memory at each step; a NaN
         # still fails loudly in the sampling. The masks act only in the policy's own calls, not in the
         # callbacks': a periodic evaluation runs mask-free and leaves the memories' masks as they were.
+        action_masks = None
         with _distribution_checks(False):
             while n_steps < n_rollout_steps:
                 if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
@@ -156,8 +182,11 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 with th.no_grad():
                     obs_tensor = obs_as_tensor(self._last_obs, self.device)
                     episode_starts = th.as_tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
+                    if self._use_masking:
+                        action_masks = get_action_masks(env)  # (n_envs, action_mask_dims), for _last_obs
                     # The first step of a rollout checks the memories' arguments; the others have the same shapes.
-                    with self.policy.masks_active(), self.policy.args_checked() if n_steps else nullcontext():
+                    checked = self.policy.args_checked() if n_steps else nullcontext()
+                    with self.policy.masks_active(), self.policy.action_masks_applied(action_masks), checked:
                         actions, values, log_probs, lstm_states = self.policy(obs_tensor, lstm_states, episode_starts)
                     masks = self.policy.last_masks()
                 actions = actions.cpu().numpy()
@@ -199,7 +228,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
                 rollout_buffer.add(
                     self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs,
-                    lstm_states=self._last_lstm_states, masks=masks,
+                    lstm_states=self._last_lstm_states, masks=masks, action_masks=action_masks,
                 )  # fmt: skip
                 self._last_obs = new_obs
                 self._last_episode_starts = dones
@@ -235,8 +264,20 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
         return self.policy.evaluate_sequences(
-            data.observations, actions, data.lstm_states, data.episode_starts, data.masks
+            data.observations, actions, data.lstm_states, data.episode_starts, data.masks, data.action_masks
         )
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``, plus ``action_masks`` as ``MaskablePPO.predict`` takes them: ``(n_envs,
+        action_mask_dims)``, True where an action is allowed (e.g. ``get_action_masks(env)``)."""
+        return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
 
     def _record_timings(self, train_seconds: float) -> None:
         self.timings["train"] += train_seconds

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_contrib.common.maskable.distributions import MaskableDistribution, make_masked_proba_distribution
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
-from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.distributions import CategoricalDistribution, Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
@@ -86,6 +88,11 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
     an episode), and the update replays the recorded masks, so the policy that is optimised is
     the policy that acted. Used with the stock ``sb3_contrib.RecurrentPPO``, which collects in
     eval mode and updates in train mode, dropout acts only in the update, with fresh masks.
+
+    Invalid-action masks (Discrete, MultiDiscrete and MultiBinary actions) act as in sb3-contrib's
+    ``MaskablePPO``: inside :meth:`action_masks_applied`, in :meth:`evaluate_sequences` and in
+    :meth:`predict`, the distribution is sb3-contrib's maskable one with the invalid actions' logits
+    set to a huge negative number. Without masks the distribution is SB3's own, as before.
     """
 
     def __init__(
@@ -121,6 +128,8 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         if self.lstm_critic is not None:
             self.lstm_critic = MemoryStack(cell, self.features_dim, lstm_hidden_size, **memory_kwargs)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self._optimizer_kwargs())
+        self._action_masks: th.Tensor | None = None
+        self._masked_dist: MaskableDistribution | None = None
 
     def _optimizer_kwargs(self) -> dict[str, Any]:
         """SB3's optimizer arguments (Adam with eps 1e-5 by default), with PyTorch's fused Adam (one kernel
@@ -180,6 +189,71 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         vf = self.lstm_critic.last_masks if self.lstm_critic is not None else None
         return RNNMasks(self.lstm_actor.last_masks, vf)
 
+    # ------------------------------------------------------------------ action masks
+    @property
+    def action_mask_dims(self) -> int:
+        """Columns of a row of action masks: ``n`` for Discrete(n), ``sum(nvec)`` for MultiDiscrete,
+        ``2 n`` for MultiBinary(n) (as sb3-contrib's maskable buffers); 0 where actions cannot be masked."""
+        space = self.action_space
+        if isinstance(space, spaces.Discrete):
+            return int(space.n)
+        if isinstance(space, spaces.MultiDiscrete):
+            return int(np.sum(space.nvec))
+        if isinstance(space, spaces.MultiBinary):
+            return 2 * int(np.prod(space.shape))
+        return 0
+
+    def check_action_masks(self, action_masks: np.ndarray | th.Tensor, rows: int) -> th.Tensor:
+        """``action_masks`` as a bool tensor ``(rows, action_mask_dims)`` (True: the action is allowed),
+        or a ValueError naming what was expected."""
+        dims = self.action_mask_dims
+        if dims == 0:
+            raise ValueError(
+                f"action_masks: {self.action_space} actions cannot be masked; masking takes Discrete, "
+                "MultiDiscrete or MultiBinary actions"
+            )
+        masks = th.as_tensor(action_masks, device=self.device)
+        if masks.numel() != rows * dims:
+            raise ValueError(
+                f"action_masks: expected {rows} row(s) of {dims} entries (one per choice of {self.action_space}), "
+                f"got shape {tuple(masks.shape)}"
+            )
+        return masks.reshape(rows, dims).to(th.bool)
+
+    @contextmanager
+    def action_masks_applied(self, action_masks: np.ndarray | th.Tensor | None) -> Iterator[None]:
+        """Within this block the policy's action distributions hide the actions whose mask is False
+        (``action_masks``: one row per row of the batch, see :attr:`action_mask_dims`; None: no masks)."""
+        before = self._action_masks
+        self._action_masks = None if action_masks is None else th.as_tensor(action_masks, device=self.device)
+        try:
+            yield
+        finally:
+            self._action_masks = before
+
+    def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> Distribution:
+        if self._action_masks is None:
+            return super()._get_action_dist_from_latent(latent_pi)
+        masks = self.check_action_masks(self._action_masks, latent_pi.shape[0])
+        if self._masked_dist is None:
+            self._masked_dist = make_masked_proba_distribution(self.action_space)
+        distribution = self._masked_dist.proba_distribution(action_logits=self.action_net(latent_pi))
+        distribution.apply_masking(masks)
+        return distribution
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """sb3-contrib's ``predict``, plus ``action_masks`` (``(n_envs, action_mask_dims)``, True where an
+        action is allowed; as ``MaskablePPO.predict`` takes them)."""
+        with self.action_masks_applied(action_masks):
+            return super().predict(observation, state, episode_start, deterministic)
+
     # ------------------------------------------------------------------ acting
     def forward(  # type: ignore[override]
         self, obs: PyTorchObs, lstm_states: RNNStates, episode_starts: th.Tensor, deterministic: bool = False
@@ -187,7 +261,7 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         """sb3-contrib's forward (actions, values, log-probabilities, new states), with discrete actions
         sampled straight from the logits: the same numbers as its Categorical distribution, drawn from
         the same random stream, without building a distribution object at every step."""
-        if not isinstance(self.action_dist, CategoricalDistribution):
+        if self._action_masks is not None or not isinstance(self.action_dist, CategoricalDistribution):
             return super().forward(obs, lstm_states, episode_starts, deterministic)
         features = self.extract_features(obs)
         pi_features, vf_features = (features, features) if self.share_features_extractor else features
@@ -256,18 +330,21 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         lstm_states: RNNStates,
         episode_starts: th.Tensor,
         masks: RNNMasks,
+        action_masks: th.Tensor | None = None,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
         """Values, log-probabilities and entropies of stored steps, time-major.
 
         obs: ``(seq_len, n_seq, *obs_shape)`` (a dict of those for Dict observations); actions
         ``(seq_len * n_seq, ...)`` as the distribution takes them; lstm_states: the states before
         the first step, each ``(n_layers, n_seq, H)``; episode_starts ``(seq_len, n_seq)``; masks:
-        the masks used when the steps were collected. Returns ``(seq_len * n_seq,)`` tensors (row
-        ``t * n_seq + j``).
+        the masks used when the steps were collected; action_masks: the invalid-action masks of the
+        steps, ``(seq_len * n_seq, action_mask_dims)``, or None. Returns ``(seq_len * n_seq,)`` tensors
+        (row ``t * n_seq + j``).
         """
         features = self.extract_features(_flatten_steps(obs))
         latent_pi, latent_vf = self._memory_sequences(features, lstm_states, episode_starts, masks)
-        distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi))
+        with self.action_masks_applied(action_masks):
+            distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi))
         values = self.value_net(self.mlp_extractor.forward_critic(latent_vf)).flatten()
         return values, distribution.log_prob(actions), distribution.entropy()
 

@@ -27,7 +27,9 @@ class SequenceSamples(NamedTuple):
     actions ``(seq_len * n_seq, *action_shape)``, float32 as SB3's buffers serve them;
     old_values, old_log_prob, advantages, returns: ``(seq_len * n_seq,)`` (row ``t * n_seq + j``);
     lstm_states: the memory state before each chunk's first step, each ``(n_layers, n_seq, H)``;
-    episode_starts ``(seq_len, n_seq)``; masks: the collection-time masks, ``(seq_len, n_seq, W)``.
+    episode_starts ``(seq_len, n_seq)``; masks: the collection-time masks, ``(seq_len, n_seq, W)``;
+    action_masks: the invalid-action masks of the steps, ``(seq_len * n_seq, action_mask_dims)``, or
+    None where the algorithm keeps none.
     """
 
     observations: th.Tensor | TensorDict
@@ -39,3 +41,4 @@ class SequenceSamples(NamedTuple):
     lstm_states: RNNStates
     episode_starts: th.Tensor
     masks: RNNMasks
+    action_masks: th.Tensor | None = None
