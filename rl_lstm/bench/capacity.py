@@ -19,8 +19,10 @@ Tasks:
   are about 5, so the error cannot go below about 3.5: kept only to set the seed's figures
   beside ours.
 
-``nn`` (``nn.LSTM``) runs without dropout, as in the seed, where a one-layer ``nn.LSTM``
-ignores its ``dropout`` argument. Output: ``capacity.json`` and ``capacity.md``.
+Every cell starts from the weights of its own ``torch_module`` (``nn.LSTM``, ``nn.GRU`` or
+``nn.RNN``) drawn from the run's seed, so the cells of one family start alike. The adapters over
+the torch modules (``nn``, ``nn-gru``) run without dropout, as in the seed, where a one-layer
+``nn.LSTM`` ignores its ``dropout`` argument. Output: ``capacity.json`` and ``capacity.md``.
 
     python scripts/bench_capacity.py [--out DIR] [--quick] [--seeds N] [--cells ...]
 """
@@ -40,10 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rl_lstm import CELLS, RecurrentLayer, TorchLSTM
+from rl_lstm import CELLS, RecurrentLayer
 from rl_lstm.bench.args import POSITIVE
 from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
 from rl_lstm.bench.report import md_table, write_json
+from rl_lstm.bench.speed_spec import is_adapter
 
 # The seed's published errors (lstms.pth README, dropout 0.9, SEQ_LEN 10, 100 sequences, size 256).
 SEED_SEQ_LEN = 10
@@ -111,9 +114,9 @@ def run_one(name: str, task: Task, s: Settings, seed: int) -> dict:
     """Train one cell on one task with one seed; return its errors and learning curve."""
     x, y = make_data(task, s, seed)
     torch.manual_seed(seed)
-    ref = nn.LSTM(x.shape[2], s.size)  # the same initial weights for every cell of this seed
     cls = CELLS[name]
-    cell: RecurrentLayer = cls.from_torch(ref, dropout=0.0 if cls is TorchLSTM else s.dropout)
+    ref = cls.torch_module(x.shape[2], s.size)  # the same initial weights for every cell of its family and seed
+    cell: RecurrentLayer = cls.from_torch(ref, dropout=0.0 if is_adapter(name) else s.dropout)
     head = nn.Linear(s.size, y.shape[1]) if task.head else None
     params = [*cell.parameters(), *(head.parameters() if head is not None else [])]
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum)
@@ -183,6 +186,7 @@ def run(s: Settings, log: Callable[[str], None]) -> tuple[list[dict], list[dict]
             row = {
                 "task": task.name,
                 "cell": name,
+                "torch_module": f"nn.{CELLS[name].torch_module.__name__}",
                 "seed_published": SEED_ERRORS.get(name),
                 **{k: mean_std([r[k] for r in runs]) for k in ("error", "mae", "error_train_mode")},
                 "per_seed": runs,
@@ -211,7 +215,9 @@ def markdown(data: dict) -> str:
         f"Machine: {describe_machine(data['machine'])}.",
         "",
         f"The seed's artificial memory benchmark: {s.n_seqs} sequences, inputs uniform in [0, 1), target = the "
-        f"sum of the inputs; dropout {s.dropout} (none for `nn`, as in the seed), layer size {s.size}, "
+        f"sum of the inputs; dropout {s.dropout} (none for the adapters over the torch modules, "
+        f"{', '.join(f'`{n}`' for n in s.cells if is_adapter(n)) or 'none run here'}, as for `nn` in the seed), "
+        f"each cell starting from the weights of its torch module drawn from the seed, layer size {s.size}, "
         f"{s.epochs} epochs, SGD lr {s.lr} momentum {s.momentum}, a step every {s.seqs_per_step} sequences on the "
         f"sum of their smooth-L1 losses. Each sequence starts from a zero state with its own masks. {s.seeds} "
         "seed(s): mean +- std. Error: mean smooth-L1 loss over the training set in eval mode; MAE: mean absolute "
@@ -227,12 +233,13 @@ def markdown(data: dict) -> str:
         # The seed published one setting: sequences of 10 steps; its figures stand beside those only.
         seed_col = task.seq_len == SEED_SEQ_LEN
         rows = [
-            [r["cell"], pm(r["error"]), pm(r["mae"]), pm(r["error_train_mode"])]
+            [r["cell"], r["torch_module"], pm(r["error"]), pm(r["mae"]), pm(r["error_train_mode"])]
             + ([r["seed_published"] or "-"] if seed_col else [])
             for r in data["results"]
             if r["task"] == name
         ]
-        headers = ["cell", "error (eval)", "MAE (eval)", "error (train mode)"] + (["seed's error"] if seed_col else [])
+        headers = ["cell", "weights of", "error (eval)", "MAE (eval)", "error (train mode)"]
+        headers += ["seed's error"] if seed_col else []
         parts += [
             f"## `{name}`: sequence length {task.seq_len}, input size {task.input_size or s.size}",
             "",
@@ -289,4 +296,3 @@ def main(argv: list[str] | None = None) -> int:
     (out / "capacity.md").write_text(markdown(data) + "\n")
     log(f"wrote capacity.json, capacity.md to {out} in {machine['seconds']} s")
     return 0
-

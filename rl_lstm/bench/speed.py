@@ -1,18 +1,21 @@
-"""Speed of every registered cell against ``nn.LSTM`` and ``torch.lstm_cell`` on the same weights.
+"""Speed of every registered cell against the torch module it shares its math with, on the same weights.
 
-Two kinds of measurement:
+Each cell is measured against the references of its class's ``torch_module``: ``nn.LSTM`` and
+``torch.lstm_cell`` for the LSTM family, ``nn.GRU`` and ``torch.gru_cell`` for the GRU family,
+``nn.RNN`` and ``torch.rnn_tanh_cell`` for the tanh RNN; each family's module is drawn from the
+same seed and its cells hold copies of its weights. Two kinds of measurement:
 
 * **Step mode** (the seed's benchmark, extended): one step per call (``seq_len`` 1), the output
   fed back as the next input (so ``input_size == hidden_size``), for every hidden size, batch
   and mode. Modes: ``eval`` (eval mode, no grad: the seed's "inference" table), ``train-nograd``
   (training mode, masks on, no grad: acting with masks, as a rollout that records them) and
   ``train`` (training mode, masks on, autograd recording the graph but no backward: what the
-  seed's own loop did, and the step-by-step path of an update). References: ``nn.LSTM``
-  called with ``seq_len`` 1 (the seed's yardstick) and ``torch.lstm_cell`` (the faster
-  per-step kernel on CPU).
+  seed's own loop did, and the step-by-step path of an update). References: the torch module
+  called with ``seq_len`` 1 (the seed's yardstick) and its step kernel (the faster per-step
+  path on CPU).
 * **Sequence mode**: one call over a whole ``(T, B, H)`` sequence in training mode, forward
-  plus backward of ``out.sum()``, against ``nn.LSTM``'s fused call and a ``torch.lstm_cell``
-  loop; with and without episode starts; plus the bytes of activations saved for backward.
+  plus backward of ``out.sum()``, against the torch module's fused call and a loop of its step
+  kernel; with and without episode starts; plus the bytes of activations saved for backward.
 
 Method: for each (mode, size, batch) every timer is warmed up, then R rounds time every timer
 once each in a shuffled order, so drift and a noisy neighbour hit all of them alike. Reported:
@@ -47,53 +50,66 @@ from rl_lstm.bench.report import summarize, write_json
 from rl_lstm.bench.speed_report import markdown, missed_targets, plot
 from rl_lstm.bench.speed_spec import (
     MODES,
-    REF_LC,
-    REF_NN,
     SEED_SIZES,
     SEED_SPEED,
     SEED_STEPS,
     Mode,
+    References,
     Settings,
+    families,
+    references,
     sequence_targets,
     step_targets,
 )
 from rl_lstm.bench.timing import Timer, calibrate, cuda_peak_bytes, make_sync, ratio_stats, saved_bytes, time_rounds, us
 
 
-def build(names: list[str], hidden: int, s: Settings) -> tuple[nn.LSTM, dict[str, RecurrentLayer]]:
-    """An ``nn.LSTM(hidden, hidden)`` and every named cell holding a copy of its weights."""
-    torch.manual_seed(s.seed)
-    ref = nn.LSTM(hidden, hidden).to(s.device)
-    return ref, {n: CELLS[n].from_torch(ref, dropout=s.dropout) for n in names}
+def build(names: list[str], hidden: int, s: Settings) -> tuple[dict[References, nn.RNNBase], dict[str, RecurrentLayer]]:
+    """One torch module ``(hidden, hidden)`` per family the named cells need (nn.LSTM, nn.GRU,
+    nn.RNN), each drawn from the same seed, and every named cell holding a copy of its family's
+    weights."""
+    modules = {}
+    for refs in families(names):
+        torch.manual_seed(s.seed)
+        modules[refs] = refs.module(hidden, hidden).to(s.device)
+    return modules, {n: CELLS[n].from_torch(modules[references(n)], dropout=s.dropout) for n in names}
 
 
-def ref_params(ref: nn.LSTM) -> list[Tensor]:
-    """``[weight_ih, weight_hh, bias_ih, bias_hh]`` of a one-layer nn.LSTM, for torch.lstm_cell."""
-    return [ref.weight_ih_l0, ref.weight_hh_l0, ref.bias_ih_l0, ref.bias_hh_l0]
+def module_params(module: nn.RNNBase) -> list[Tensor]:
+    """``[weight_ih, weight_hh, bias_ih, bias_hh]`` of a one-layer torch module, for its step kernel."""
+    return module.all_weights[0]
 
 
 def step_timers(
-    ref: nn.LSTM, cells: dict[str, RecurrentLayer], batch: int, mode: Mode, device: str
+    modules: dict[References, nn.RNNBase], cells: dict[str, RecurrentLayer], batch: int, mode: Mode, device: str
 ) -> dict[str, Timer]:
-    """Timers that run n steps of one call each, the output fed back as the next input."""
-    hidden = ref.hidden_size
+    """Timers that run n steps of one call each, the output fed back as the next input: each
+    family's module and step kernel (keyed by :attr:`References.nn_key` / ``kernel_key``) and the cells."""
+    hidden = next(iter(modules.values())).hidden_size
     x0 = torch.randn(1, batch, hidden, device=device)  # (1, B, H): the first input
-    params = ref_params(ref)
-    ref.train(mode.train)
 
-    def run_nn(n: int) -> None:
-        with torch.set_grad_enabled(mode.grad):
-            y, state = x0, None
-            for _ in range(n):
-                y, state = ref(y, state)  # (1, B, H)
+    def module_timer(module: nn.RNNBase) -> Timer:
+        module.train(mode.train)
 
-    def run_lc(n: int) -> None:
-        with torch.set_grad_enabled(mode.grad):
-            y = x0[0]  # (B, H)
-            h = c = torch.zeros_like(y)
-            for _ in range(n):
-                h, c = torch.lstm_cell(y, (h, c), *params)
-                y = h
+        def run(n: int) -> None:
+            with torch.set_grad_enabled(mode.grad):
+                y, state = x0, None
+                for _ in range(n):
+                    y, state = module(y, state)  # (1, B, H)
+
+        return run
+
+    def kernel_timer(refs: References, module: nn.RNNBase) -> Timer:
+        params = module_params(module)
+
+        def run(n: int) -> None:
+            with torch.set_grad_enabled(mode.grad):
+                y = x0[0]  # (B, H)
+                state = refs.zero_state(torch.zeros_like(y))
+                for _ in range(n):
+                    y, state = refs.step(y, state, params)
+
+        return run
 
     def cell_timer(cell: RecurrentLayer) -> Timer:
         cell.train(mode.train)
@@ -106,34 +122,47 @@ def step_timers(
 
         return run
 
-    return {REF_NN: run_nn, REF_LC: run_lc, **{name: cell_timer(cell) for name, cell in cells.items()}}
+    timers = {}
+    for refs, module in modules.items():
+        timers[refs.nn_key] = module_timer(module)
+        timers[refs.kernel_key] = kernel_timer(refs, module)
+    return {**timers, **{name: cell_timer(cell) for name, cell in cells.items()}}
 
 
 def sequence_timers(
-    ref: nn.LSTM, cells: dict[str, RecurrentLayer], x: Tensor, starts: Tensor | None
+    modules: dict[References, nn.RNNBase], cells: dict[str, RecurrentLayer], x: Tensor, starts: Tensor | None
 ) -> dict[str, Timer]:
-    """Timers that run n calls of forward over ``x`` (T, B, H) plus backward of ``out.sum()``.
+    """Timers that run n calls of forward over ``x`` (T, B, H) plus backward of ``out.sum()``:
+    each family's module in one fused call and its step kernel in a loop, and the cells.
 
     The references know nothing of episodes: they run the whole sequence without resets.
     """
-    params = ref_params(ref)
-    ref.train()
 
-    def run_fused(n: int) -> None:
-        for _ in range(n):
-            ref.zero_grad(set_to_none=True)
-            out, _ = ref(x)  # (T, B, H)
-            out.sum().backward()
+    def fused_timer(module: nn.RNNBase) -> Timer:
+        module.train()
 
-    def run_lc(n: int) -> None:
-        for _ in range(n):
-            ref.zero_grad(set_to_none=True)
-            h = c = x.new_zeros(x.shape[1], ref.hidden_size)  # (B, H)
-            outs = []
-            for x_t in x.unbind(0):  # unbind, not x[t]: one select-backward node per step otherwise
-                h, c = torch.lstm_cell(x_t, (h, c), *params)
-                outs.append(h)
-            torch.stack(outs).sum().backward()
+        def run(n: int) -> None:
+            for _ in range(n):
+                module.zero_grad(set_to_none=True)
+                out, _ = module(x)  # (T, B, H)
+                out.sum().backward()
+
+        return run
+
+    def loop_timer(refs: References, module: nn.RNNBase) -> Timer:
+        params = module_params(module)
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                module.zero_grad(set_to_none=True)
+                state = refs.zero_state(x.new_zeros(x.shape[1], module.hidden_size))  # (B, H)
+                outs = []
+                for x_t in x.unbind(0):  # unbind, not x[t]: one select-backward node per step otherwise
+                    h, state = refs.step(x_t, state, params)
+                    outs.append(h)
+                torch.stack(outs).sum().backward()
+
+        return run
 
     def cell_timer(cell: RecurrentLayer) -> Timer:
         cell.train()
@@ -146,7 +175,21 @@ def sequence_timers(
 
         return run
 
-    return {REF_NN: run_fused, REF_LC: run_lc, **{name: cell_timer(cell) for name, cell in cells.items()}}
+    timers = {}
+    for refs, module in modules.items():
+        timers[refs.nn_key] = fused_timer(module)
+        timers[refs.kernel_key] = loop_timer(refs, module)
+    return {**timers, **{name: cell_timer(cell) for name, cell in cells.items()}}
+
+
+def reference_keys(modules: dict[References, nn.RNNBase]) -> list[str]:
+    return [k for refs in modules for k in (refs.nn_key, refs.kernel_key)]
+
+
+def against(name: str) -> dict[str, str]:
+    """The keys of the references a cell's ratios are taken against (its torch_module's)."""
+    refs = references(name)
+    return {"nn": refs.nn_key, "kernel": refs.kernel_key}
 
 
 def run_step_mode(s: Settings, log: Callable[[str], None]) -> list[dict]:
@@ -157,8 +200,8 @@ def run_step_mode(s: Settings, log: Callable[[str], None]) -> list[dict]:
     start = time.perf_counter()
     for i, (mode_name, hidden, batch) in enumerate(configs, 1):
         mode = MODES[mode_name]
-        ref, cells = build(s.cells, hidden, s)
-        timers = step_timers(ref, cells, batch, mode, s.device)
+        modules, cells = build(s.cells, hidden, s)
+        timers = step_timers(modules, cells, batch, mode, s.device)
         n = calibrate(timers, s, sync, s.min_steps, s.max_steps)
         per_step = time_rounds(timers, n, s.repeats, sync, rng)
         row: dict = {
@@ -168,23 +211,27 @@ def run_step_mode(s: Settings, log: Callable[[str], None]) -> list[dict]:
             "steps": n,
             "repeats": s.repeats,
             "load_average_1min": os.getloadavg()[0],  # other work on the machine: the noise to expect
-            "references": {k: {"us_per_step": us(per_step[k])} for k in (REF_NN, REF_LC)},
+            "references": {k: {"us_per_step": us(per_step[k])} for k in reference_keys(modules)},
             "cells": {},
         }
         for name in s.cells:
-            r_lc = ratio_stats(per_step[name], per_step[REF_LC])
-            sp_nn = ratio_stats(per_step[REF_NN], per_step[name])
+            refs = against(name)
+            r_kernel = ratio_stats(per_step[name], per_step[refs["kernel"]])
+            sp_nn = ratio_stats(per_step[refs["nn"]], per_step[name])
             row["cells"][name] = {
                 "us_per_step": us(per_step[name]),
-                "ratio_lstm_cell": r_lc,
-                "speedup_nn_lstm": sp_nn,
-                "targets": step_targets(name, mode, batch, r_lc["median"], sp_nn["median"]),
+                "against": refs,
+                "ratio_step_kernel": r_kernel,
+                "speedup_nn_step": sp_nn,
+                "targets": step_targets(name, mode, batch, r_kernel["median"], sp_nn["median"]),
             }
         results.append(row)
-        lc = row["references"][REF_LC]["us_per_step"]["median"]
+        kernels = ", ".join(
+            f"{refs.kernel_key} {row['references'][refs.kernel_key]['us_per_step']['median']:.0f}" for refs in modules
+        )
         log(
             f"[step {i}/{len(configs)}] {mode_name:12s} H={hidden:<5d} B={batch:<3d} {n:4d} steps x {s.repeats} "
-            f"rounds; lstm_cell {lc:.0f} us/step; {time.perf_counter() - start:.0f} s so far"
+            f"rounds; {kernels} us/step; {time.perf_counter() - start:.0f} s so far"
         )
     return results
 
@@ -194,16 +241,16 @@ def run_sequence_mode(s: Settings, log: Callable[[str], None]) -> list[dict]:
     rng = random.Random(s.seed + 1)
     results = []
     for setting, prob in (("no episode starts", 0.0), ("episode starts", s.seq_start_prob)):
-        ref, cells = build(s.cells, s.seq_hidden, s)
+        modules, cells = build(s.cells, s.seq_hidden, s)
         gen = torch.Generator().manual_seed(s.seed)
         x = torch.randn(s.seq_len, s.seq_batch, s.seq_hidden, generator=gen).to(s.device)  # (T, B, H)
         starts = None
         if prob > 0:
             starts = (torch.rand(s.seq_len, s.seq_batch, generator=gen) < prob).to(s.device)  # (T, B)
-        timers = sequence_timers(ref, cells, x, starts)
+        timers = sequence_timers(modules, cells, x, starts)
         n = calibrate(timers, s, sync, 1, s.seq_max_calls) if s.steps is None else 1
         per_call = time_rounds(timers, n, s.repeats, sync, rng)
-        exclude = {p.untyped_storage().data_ptr() for m in (ref, *cells.values()) for p in m.parameters()}
+        exclude = {p.untyped_storage().data_ptr() for m in (*modules.values(), *cells.values()) for p in m.parameters()}
         exclude.add(x.untyped_storage().data_ptr())
         memory = {k: {"saved_bytes": saved_bytes(fn, exclude)} for k, fn in timers.items()}
         if s.device == "cuda":
@@ -219,22 +266,27 @@ def run_sequence_mode(s: Settings, log: Callable[[str], None]) -> list[dict]:
             "calls": n,
             "repeats": s.repeats,
             "references": {
-                k: {"ms_per_call": summarize([v * 1e3 for v in per_call[k]]), **memory[k]} for k in (REF_NN, REF_LC)
+                k: {"ms_per_call": summarize([v * 1e3 for v in per_call[k]]), **memory[k]}
+                for k in reference_keys(modules)
             },
             "cells": {},
         }
         for name in s.cells:
-            r_nn = ratio_stats(per_call[name], per_call[REF_NN])
+            refs = against(name)
+            r_nn = ratio_stats(per_call[name], per_call[refs["nn"]])
             row["cells"][name] = {
                 "ms_per_call": summarize([v * 1e3 for v in per_call[name]]),
-                "ratio_nn_lstm_fused": r_nn,
-                "ratio_lstm_cell_loop": ratio_stats(per_call[name], per_call[REF_LC]),
+                "against": refs,
+                "ratio_nn_fused": r_nn,
+                "ratio_kernel_loop": ratio_stats(per_call[name], per_call[refs["kernel"]]),
                 **memory[name],
                 "targets": sequence_targets(name, r_nn["median"]),
             }
         results.append(row)
-        fused = row["references"][REF_NN]["ms_per_call"]["median"]
-        log(f"[sequence] {setting}: {n} call(s) x {s.repeats} rounds; nn.LSTM fused {fused:.1f} ms per call")
+        fused = ", ".join(
+            f"{refs.module_name} {row['references'][refs.nn_key]['ms_per_call']['median']:.1f}" for refs in modules
+        )
+        log(f"[sequence] {setting}: {n} call(s) x {s.repeats} rounds; fused {fused} ms per call")
     return results
 
 

@@ -6,22 +6,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rl_lstm import CELLS, LayerNormLSTM
+from torch import nn
+
 from rl_lstm.bench.machine import describe_machine
 from rl_lstm.bench.report import md_table, save_figure
 from rl_lstm.bench.speed_spec import (
     MODES,
-    REF_LABELS,
-    REF_LC,
-    REF_NN,
+    REFERENCES,
     SEED_SIZES,
     SEED_SPEED,
     SEED_STEPS,
-    SEQ_REF_LABELS,
     TARGET_BATCHES,
-    TARGET_LC,
-    TARGET_SEQ_LSTM,
+    TARGET_KERNEL,
+    TARGET_SEQ,
+    References,
     Settings,
+    families,
+    family,
+    is_adapter,
+    references,
 )
 
 
@@ -39,6 +42,15 @@ def fmt_ratio(v: float) -> str:
 
 def fmt_targets(targets: list[dict]) -> str:
     return "; ".join(f"{'pass' if t['pass'] else 'FAIL'} {t['target']}" for t in targets) or "-"
+
+
+def by_family(cells: list[str]) -> list[tuple[References, list[str]]]:
+    """The cells grouped by the references they are measured against, in registry order."""
+    return [(refs, [n for n in cells if references(n) == refs]) for refs in families(cells)]
+
+
+def names(cells: list[str]) -> str:
+    return ", ".join(f"`{n}`" for n in cells) or "none"
 
 
 def missed_targets(step: list[dict], seq: list[dict]) -> list[str]:
@@ -95,18 +107,20 @@ def seed_figures(name: str, hidden: int) -> tuple[float, float] | None:
 
 
 def seed_table(step: list[dict], cells: list[str]) -> str:
-    """The seed's table (eval mode, batch 1), seconds per sequence of 1000 steps, seed beside ours."""
+    """The seed's table (eval mode, batch 1), seconds per sequence of 1000 steps, seed beside ours:
+    the LSTM family only, measured against nn.LSTM as the seed's cells were."""
+    nn_key = REFERENCES[nn.LSTM].nn_key
     rows = []
     by_size = {r["hidden"]: r for r in step if r["mode"] == "eval" and r["batch"] == 1}
     for name in cells:
         for hidden, r in sorted(by_size.items()):
             seed = seed_figures(name, hidden)
-            nn_s = r["references"][REF_NN]["us_per_step"]["median"] * SEED_STEPS / 1e6
+            nn_s = r["references"][nn_key]["us_per_step"]["median"] * SEED_STEPS / 1e6
             cell = r["cells"][name]
             cell_s = cell["us_per_step"]["median"] * SEED_STEPS / 1e6
             seed_cols = [f"{seed[0]:.3f}", f"{seed[1]:.3f}", f"{seed[0] / seed[1]:.3f}"] if seed else ["-"] * 3
             rows.append(
-                [name, hidden, *seed_cols, f"{nn_s:.3f}", f"{cell_s:.3f}", fmt_stat(cell["speedup_nn_lstm"], fmt_ratio)]
+                [name, hidden, *seed_cols, f"{nn_s:.3f}", f"{cell_s:.3f}", fmt_stat(cell["speedup_nn_step"], fmt_ratio)]
             )
     headers = [
         "cell",
@@ -130,12 +144,14 @@ def ratio_matrix(step: list[dict], mode: str, key: str, cells: list[str]) -> str
     return md_table(headers, rows)
 
 
-def step_table(step: list[dict], mode: str, cells: list[str]) -> str:
+def step_table(step: list[dict], mode: str, refs: References, cells: list[str]) -> str:
+    """Every figure of one family's cells in one mode, its two references first at each setting."""
+    labels = refs.labels(sequence=False)
     rows = []
     for r in (r for r in step if r["mode"] == mode):
-        for ref in (REF_NN, REF_LC):
-            st = r["references"][ref]["us_per_step"]
-            rows.append([REF_LABELS[ref], r["hidden"], r["batch"], fmt_stat(st, fmt_us), "", "", ""])
+        for key, label in labels.items():
+            st = r["references"][key]["us_per_step"]
+            rows.append([label, r["hidden"], r["batch"], fmt_stat(st, fmt_us), "", "", ""])
         for name in cells:
             c = r["cells"][name]
             rows.append(
@@ -144,24 +160,31 @@ def step_table(step: list[dict], mode: str, cells: list[str]) -> str:
                     r["hidden"],
                     r["batch"],
                     fmt_stat(c["us_per_step"], fmt_us),
-                    fmt_stat(c["ratio_lstm_cell"], fmt_ratio),
-                    fmt_stat(c["speedup_nn_lstm"], fmt_ratio),
+                    fmt_stat(c["ratio_step_kernel"], fmt_ratio),
+                    fmt_stat(c["speedup_nn_step"], fmt_ratio),
                     fmt_targets(c["targets"]),
                 ]
             )
-    headers = ["cell", "H", "B", "us/step (min-max)", "cell / lstm_cell", "nn.LSTM / cell (speedup)", "targets"]
+    headers = [
+        "cell",
+        "H",
+        "B",
+        "us/step (min-max)",
+        f"cell / {refs.kernel_name}",
+        f"{refs.module_name} / cell (speedup)",
+        "targets",
+    ]
     return md_table(headers, rows)
 
 
-def sequence_table(row: dict, cells: list[str]) -> str:
+def sequence_table(row: dict, refs: References, cells: list[str]) -> str:
+    """One sequence-mode setting for one family's cells, its two references first."""
     mib = 2**20
     rows = []
-    for ref in (REF_NN, REF_LC):
-        r = row["references"][ref]
+    for key, label in refs.labels(sequence=True).items():
+        r = row["references"][key]
         peak = f"{r['cuda_peak_bytes'] / mib:.1f}" if "cuda_peak_bytes" in r else "-"
-        rows.append(
-            [SEQ_REF_LABELS[ref], fmt_stat(r["ms_per_call"], fmt_us), "", "", f"{r['saved_bytes'] / mib:.2f}", peak, ""]
-        )
+        rows.append([label, fmt_stat(r["ms_per_call"], fmt_us), "", "", f"{r['saved_bytes'] / mib:.2f}", peak, ""])
     for name in cells:
         c = row["cells"][name]
         peak = f"{c['cuda_peak_bytes'] / mib:.1f}" if "cuda_peak_bytes" in c else "-"
@@ -169,8 +192,8 @@ def sequence_table(row: dict, cells: list[str]) -> str:
             [
                 name,
                 fmt_stat(c["ms_per_call"], fmt_us),
-                fmt_stat(c["ratio_nn_lstm_fused"], fmt_ratio),
-                fmt_stat(c["ratio_lstm_cell_loop"], fmt_ratio),
+                fmt_stat(c["ratio_nn_fused"], fmt_ratio),
+                fmt_stat(c["ratio_kernel_loop"], fmt_ratio),
                 f"{c['saved_bytes'] / mib:.2f}",
                 peak,
                 fmt_targets(c["targets"]),
@@ -179,8 +202,8 @@ def sequence_table(row: dict, cells: list[str]) -> str:
     headers = [
         "cell",
         "ms per fwd+bwd (min-max)",
-        "cell / nn.LSTM fused",
-        "cell / lstm_cell loop",
+        f"cell / {refs.module_name} fused",
+        f"cell / {refs.kernel_name} loop",
         "saved for backward (MiB)",
         "CUDA peak (MiB)",
         "targets",
@@ -188,25 +211,42 @@ def sequence_table(row: dict, cells: list[str]) -> str:
     return md_table(headers, rows)
 
 
+def targets_text(cells: list[str]) -> str:
+    """The targets in words, naming the cells each applies to."""
+    by = {fam: [n for n in cells if family(n) == fam] for fam in TARGET_KERNEL}
+    kernels = ", ".join(refs.kernel_name for refs in families(cells))
+    modules = ", ".join(refs.module_name for refs in families(cells))
+    adapters = [n for n in cells if is_adapter(n)]
+    return (
+        f"Targets (reported, not asserted): in training modes at batch {' and '.join(map(str, TARGET_BATCHES))}, "
+        f"a cell over its family's step kernel ({kernels}) <= {TARGET_KERNEL['plain']} for the plain cells "
+        f"({names(by['plain'])}), <= {TARGET_KERNEL['dropout']} for the dropout cells ({names(by['dropout'])}), "
+        f"<= {TARGET_KERNEL['layer-norm']} for the LayerNorm cells ({names(by['layer-norm'])}); every cell but the "
+        f"adapters over the torch modules ({names(adapters)}) faster than its torch module ({modules}) called with "
+        f"seq_len 1; sequence mode: the plain cells <= {TARGET_SEQ} x their torch module's fused call."
+    )
+
+
 def markdown(data: dict) -> str:
     s = Settings(**data["settings"])
     step, seq = data["step"], data["sequence"]
+    groups = by_family(s.cells)
     parts = [
         "# Speed of the cells",
         "",
         f"Machine: {describe_machine(data['machine'])}.",
         "",
+        "Each cell is measured against the references of the torch module whose math and parameters it shares "
+        f"({', '.join(f'{refs.module_name} and {refs.kernel_name}' for refs, _ in groups)}), on the same weights.",
+        "",
         f"Step mode: one call per step (seq_len 1), output fed back as the next input (input size = hidden size), "
-        f"dropout {s.dropout}, every cell on the same weights as the references. Each (mode, size, batch) is warmed "
-        f"up, then timed in {s.repeats} rounds, every timer once per round in a shuffled order; figures are medians "
-        "with min-max over rounds; ratios are taken within a round. Modes:",
+        f"dropout {s.dropout}. Each (mode, size, batch) is warmed up, then timed in {s.repeats} rounds, every timer "
+        "once per round in a shuffled order; figures are medians with min-max over rounds; ratios are taken within "
+        "a round. Modes:",
         "",
         *(f"- `{m}`: {MODES[m].doc}" for m in s.modes),
         "",
-        f"Targets (reported, not asserted): in training modes at batch {' and '.join(map(str, TARGET_BATCHES))}, "
-        f"cell / lstm_cell <= {TARGET_LC['lstm']} for `lstm`, <= {TARGET_LC['dropout']} for the dropout cells, "
-        f"<= {TARGET_LC['layer-norm']} for the LayerNorm cells; every cell faster than nn.LSTM called with seq_len 1; "
-        f"sequence mode: `lstm` <= {TARGET_SEQ_LSTM} x nn.LSTM fused.",
+        targets_text(s.cells),
         "",
     ]
     parts += [
@@ -217,37 +257,40 @@ def markdown(data: dict) -> str:
         target_summary(step, seq, s.cells),
         "",
     ]
-    if any(r["mode"] == "eval" and r["batch"] == 1 for r in step):
+    lstm_cells = next((cells for refs, cells in groups if refs.module is nn.LSTM), [])
+    if lstm_cells and any(r["mode"] == "eval" and r["batch"] == 1 for r in step):
         parts += [
             "## The seed's table: inference, batch 1, seconds per sequence of 1000 steps",
             "",
             "Ours are eval mode, no grad, and scaled from the per-step median (fewer steps are timed at large sizes). "
             "The seed's script timed modules left in training mode with autograd on; its figures come from "
-            "another machine and an old PyTorch, so compare speedups, not seconds.",
+            "another machine and an old PyTorch, so compare speedups, not seconds. The seed had LSTMs only.",
             "",
-            seed_table(step, s.cells),
-            "",
-        ]
-    for mode in s.modes:
-        parts += [
-            f"## Step mode `{mode}`: cell / torch.lstm_cell (median)",
-            "",
-            ratio_matrix(step, mode, "ratio_lstm_cell", s.cells),
-            "",
-            f"## Step mode `{mode}`: speedup over nn.LSTM with seq_len 1 (median, > 1 is faster)",
-            "",
-            ratio_matrix(step, mode, "speedup_nn_lstm", s.cells),
+            seed_table(step, lstm_cells),
             "",
         ]
     for mode in s.modes:
-        parts += [
-            f"## Step mode `{mode}`: all figures",
-            "",
-            f"{MODES[mode].doc}.",
-            "",
-            step_table(step, mode, s.cells),
-            "",
-        ]
+        parts += [f"## Step mode `{mode}`: ratios to the references (median)", ""]
+        for refs, cells in groups:
+            parts += [
+                f"### cell / {refs.kernel_name}",
+                "",
+                ratio_matrix(step, mode, "ratio_step_kernel", cells),
+                "",
+                f"### speedup over {refs.module_name} with seq_len 1 (> 1 is faster)",
+                "",
+                ratio_matrix(step, mode, "speedup_nn_step", cells),
+                "",
+            ]
+    for mode in s.modes:
+        parts += [f"## Step mode `{mode}`: all figures", "", f"{MODES[mode].doc}.", ""]
+        for refs, cells in groups:
+            parts += [
+                f"### against {refs.module_name} and {refs.kernel_name}",
+                "",
+                step_table(step, mode, refs, cells),
+                "",
+            ]
     for row in seq:
         parts += [
             f"## Sequence mode, {row['setting']}: T={row['seq_len']}, B={row['batch']}, H={row['hidden']}, "
@@ -258,15 +301,21 @@ def markdown(data: dict) -> str:
             f"{row['calls']} call(s) per timing, {row['repeats']} rounds. Saved for backward: distinct "
             "storages autograd keeps for backward, without parameters and input.",
             "",
-            sequence_table(row, s.cells),
-            "",
         ]
+        for refs, cells in groups:
+            parts += [
+                f"### against {refs.module_name} fused and a {refs.kernel_name} loop",
+                "",
+                sequence_table(row, refs, cells),
+                "",
+            ]
     return "\n".join(parts)
 
 
 def plot(data: dict, path: Path) -> bool:
     """Training mode (``train``, else the first mode run): per-step time against hidden size at the
-    smallest batch, and cell / lstm_cell at each batch that has a target, with the target lines."""
+    smallest batch, and each cell over its family's step kernel at each batch that has a target,
+    with the target lines."""
     try:
         import matplotlib
         import matplotlib.ticker
@@ -288,22 +337,34 @@ def plot(data: dict, path: Path) -> bool:
     fig, axes = plt.subplots(1, 1 + len(batches), figsize=(6 * (1 + len(batches)), 5.5))
     rows = rows_at(batches[0])
     sizes = [r["hidden"] for r in rows]
-    styles = {name: ":" if issubclass(CELLS[name], LayerNormLSTM) else "-" for name in s.cells}
+    groups = by_family(s.cells)
+    # Line style: dotted for the LayerNorm cells; marker and reference grey: the torch module's family.
+    styles = {name: ":" if family(name) == "layer-norm" else "-" for name in s.cells}
+    markers = {refs: m for refs, m in zip(REFERENCES.values(), "os^", strict=True)}
+    greys = {refs: g for refs, g in zip(REFERENCES.values(), ("black", "dimgray", "darkgray"), strict=True)}
     ax = axes[0]
-    for ref, style in ((REF_NN, "k--"), (REF_LC, "k-")):
-        times = [r["references"][ref]["us_per_step"]["median"] for r in rows]
-        ax.plot(sizes, times, style, lw=2, label=REF_LABELS[ref])
-    for name in s.cells:
-        ax.plot(sizes, [r["cells"][name]["us_per_step"]["median"] for r in rows], ls=styles[name], marker="o", ms=3)
+    for refs, _ in groups:
+        for key, style in ((refs.nn_key, "--"), (refs.kernel_key, "-")):
+            times = [r["references"][key]["us_per_step"]["median"] for r in rows]
+            ax.plot(sizes, times, ls=style, color=greys[refs], lw=2, label=refs.labels(sequence=False)[key])
+    for refs, cells in groups:
+        for name in cells:
+            times = [r["cells"][name]["us_per_step"]["median"] for r in rows]
+            ax.plot(sizes, times, ls=styles[name], marker=markers[refs], ms=4)
     ax.set(yscale="log", ylabel="microseconds per step (median)", title=f"Per-step time, batch {batches[0]}")
     for ax, batch in zip(axes[1:], batches, strict=True):
         rows = rows_at(batch)
-        for name in s.cells:
-            ratios = [r["cells"][name]["ratio_lstm_cell"]["median"] for r in rows]
-            ax.plot(sizes, ratios, ls=styles[name], marker="o", ms=3, label=name)
-        for bound in sorted(set(TARGET_LC.values())):
+        for refs, cells in groups:
+            for name in cells:
+                ratios = [r["cells"][name]["ratio_step_kernel"]["median"] for r in rows]
+                ax.plot(sizes, ratios, ls=styles[name], marker=markers[refs], ms=4, label=name)
+        for bound in sorted(set(TARGET_KERNEL.values())):
             ax.axhline(bound, color="grey", lw=0.8, ls="--")
-        ax.set(yscale="log", ylabel="cell / torch.lstm_cell (median)", title=f"Against torch.lstm_cell, batch {batch}")
+        ax.set(
+            yscale="log",
+            ylabel="cell / its step kernel (median)",
+            title=f"Against each family's step kernel, batch {batch}",
+        )
         lo, hi = ax.get_ylim()
         ax.set_yticks([v for v in (0.8, 0.9, 1, 1.1, 1.3, 1.5, 2, 3, 5, 10, 20) if lo <= v <= hi])
     for ax in axes:

@@ -3,21 +3,82 @@ figures and the targets each measurement is checked against."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rl_lstm import CELLS, LSTM, LayerNormLSTM, TorchLSTM
+import torch
+from torch import Tensor, nn
+
+from rl_lstm import CELLS, GRU, LSTM, RNN, LayerNormGRU, LayerNormLSTM
+from rl_lstm.base import TorchParameters
 from rl_lstm.registry import has_dropout_method
 
-REF_NN = "nn_lstm"  # nn.LSTM called with seq_len 1 (step mode) or once over the sequence (sequence mode)
+# A torch module's recurrent state: (h, c) for nn.LSTM, h for nn.GRU and nn.RNN.
+State = tuple[Tensor, Tensor] | Tensor
 
 
-REF_LC = "lstm_cell"  # torch.lstm_cell, one step per call
+@dataclass(frozen=True)
+class References:
+    """The torch yardsticks of the cells that share one ``torch_module``: the module called with
+    seq_len 1 (step mode) or once over the sequence (sequence mode), and its one-step kernel
+    (``torch.lstm_cell``, ``torch.gru_cell``, ``torch.rnn_tanh_cell``) called once per step."""
+
+    module: type[nn.RNNBase]
+    kernel: Callable[..., State]
+
+    @property
+    def module_name(self) -> str:
+        return f"nn.{self.module.__name__}"  # "nn.LSTM"
+
+    @property
+    def kernel_name(self) -> str:
+        return f"torch.{self.kernel.__name__}"  # "torch.lstm_cell"
+
+    @property
+    def nn_key(self) -> str:
+        return f"nn_{self.module.__name__.lower()}"  # "nn_lstm": its key in speed.json
+
+    @property
+    def kernel_key(self) -> str:
+        return self.kernel.__name__  # "lstm_cell"
+
+    def labels(self, sequence: bool) -> dict[str, str]:
+        """Report labels of the two references, keyed as in speed.json."""
+        if sequence:
+            return {self.nn_key: f"{self.module_name} (fused)", self.kernel_key: f"{self.kernel_name} loop"}
+        return {self.nn_key: f"{self.module_name} (seq_len 1)", self.kernel_key: self.kernel_name}
+
+    def zero_state(self, h: Tensor) -> State:
+        """The kernel's zero state for a zero ``h`` (B, H)."""
+        return (h, h) if self.module is nn.LSTM else h
+
+    def step(self, x: Tensor, state: State, params: list[Tensor]) -> tuple[Tensor, State]:
+        """One step of the kernel from ``x`` (B, I): the output h (B, H) and the new state."""
+        if self.module is nn.LSTM:
+            h, c = self.kernel(x, state, *params)
+            return h, (h, c)
+        h = self.kernel(x, state, *params)
+        return h, h
 
 
-REF_LABELS = {REF_NN: "nn.LSTM (seq_len 1)", REF_LC: "torch.lstm_cell"}
+REFERENCES = {
+    r.module: r
+    for r in (
+        References(nn.LSTM, torch.lstm_cell),
+        References(nn.GRU, torch.gru_cell),
+        References(nn.RNN, torch.rnn_tanh_cell),
+    )
+}
 
 
-SEQ_REF_LABELS = {REF_NN: "nn.LSTM (fused)", REF_LC: "torch.lstm_cell loop"}
+def references(name: str) -> References:
+    """The references of a registered cell: those of its class's ``torch_module``."""
+    return REFERENCES[CELLS[name].torch_module]
+
+
+def families(names: list[str]) -> list[References]:
+    """The references the named cells need, in the order their first cell appears."""
+    return list(dict.fromkeys(references(n) for n in names))
 
 
 @dataclass(frozen=True)
@@ -58,13 +119,15 @@ SEED_STEPS = 1000
 
 
 # Targets (reported as pass/fail, never asserted).
-TARGET_BATCHES = (1, 16)  # per-step targets against torch.lstm_cell apply at these batches, in training modes
+TARGET_BATCHES = (1, 16)  # per-step targets against the step kernel apply at these batches, in training modes
 
 
-TARGET_LC = {"lstm": 1.1, "dropout": 1.3, "layer-norm": 1.5}
+#: Per step, a cell over its family's step kernel (torch.lstm_cell, torch.gru_cell, torch.rnn_tanh_cell), by
+#: target family (see :func:`family`).
+TARGET_KERNEL = {"plain": 1.1, "dropout": 1.3, "layer-norm": 1.5}
 
 
-TARGET_SEQ_LSTM = 1.3  # sequence mode: the plain LSTM against nn.LSTM's fused call
+TARGET_SEQ = 1.3  # sequence mode: the plain cells (lstm, gru, rnn) against their torch module's fused call
 
 
 @dataclass
@@ -94,34 +157,44 @@ class Settings:
 
 
 def family(name: str) -> str | None:
-    """The target family of a registered cell, read from its class: None for the references."""
+    """The target family of a registered cell, read from its class: ``"layer-norm"`` for the
+    LayerNorm cells, ``"dropout"`` for the cells named for a dropout method, ``"plain"`` for the
+    plain LSTM, GRU and tanh RNN; None for the cells without targets."""
     cls = CELLS[name]
-    if issubclass(cls, LayerNormLSTM):
+    if issubclass(cls, (LayerNormLSTM, LayerNormGRU)):
         return "layer-norm"
-    if issubclass(cls, LSTM):
-        return "dropout" if has_dropout_method(name) else "lstm"
-    return None  # TorchLSTM is nn.LSTM itself; SlowLSTM is pedagogic and has no target
+    if issubclass(cls, (LSTM, GRU, RNN)):
+        return "dropout" if has_dropout_method(name) else "plain"
+    return None  # the nn adapters are the yardsticks themselves; SlowLSTM is pedagogic
 
 
-def step_targets(name: str, mode: Mode, batch: int, ratio_lc: float, speedup_nn: float) -> list[dict]:
+def is_adapter(name: str) -> bool:
+    """Whether the cell calls its torch module itself (``nn``, ``nn-gru``) rather than computing with
+    parameters of its own: it is its own yardstick and gets no target."""
+    return not issubclass(CELLS[name], TorchParameters)
+
+
+def step_targets(name: str, mode: Mode, batch: int, ratio_kernel: float, speedup_nn: float) -> list[dict]:
     """The targets that apply to one step-mode row, each with its value and pass/fail."""
     targets = []
-    fam = family(name)
+    fam, refs = family(name), references(name)
     if fam is not None and mode.train and batch in TARGET_BATCHES:
-        bound = TARGET_LC[fam]
-        targets.append({"target": f"<= {bound:.1f}x lstm_cell", "value": ratio_lc, "pass": ratio_lc <= bound})
-    if CELLS[name] is not TorchLSTM:  # nn.LSTM behind the cells' interface is the yardstick itself
-        targets.append({"target": "faster than nn.LSTM", "value": speedup_nn, "pass": speedup_nn > 1.0})
+        bound = TARGET_KERNEL[fam]
+        targets.append(
+            {"target": f"<= {bound:.1f}x {refs.kernel_name}", "value": ratio_kernel, "pass": ratio_kernel <= bound}
+        )
+    if not is_adapter(name):
+        targets.append({"target": f"faster than {refs.module_name}", "value": speedup_nn, "pass": speedup_nn > 1.0})
     return targets
 
 
 def sequence_targets(name: str, ratio_nn: float) -> list[dict]:
-    if family(name) == "lstm":
+    if family(name) == "plain":
         return [
             {
-                "target": f"<= {TARGET_SEQ_LSTM:.1f}x nn.LSTM fused",
+                "target": f"<= {TARGET_SEQ:.1f}x {references(name).module_name} fused",
                 "value": ratio_nn,
-                "pass": ratio_nn <= TARGET_SEQ_LSTM,
+                "pass": ratio_nn <= TARGET_SEQ,
             }
         ]
     return []
