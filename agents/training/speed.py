@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.budget, args.threads, args.cells, args.hidden_size = 2048, [1], ["lstm", "gal"], 32
+    pin_threads(args.threads[0])  # the machine's description names the first thread count measured
     settings = {
         "budget": args.budget, "repeats": args.repeats, "threads": args.threads, "cells": args.cells,
         "dropout": args.dropout, "hidden_size": args.hidden_size, "machine": machine_info(),
