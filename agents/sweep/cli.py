@@ -34,6 +34,7 @@ from agents.sweep.report import report
 from agents.sweep.spec import DEFAULT_SWEEP, SweepError, load_sweep, order, plan
 from agents.sweep.worker import FAIL_ENV
 from rl_lstm.bench.args import NON_NEGATIVE, POSITIVE
+from rl_lstm.bench.machine import pin_threads
 from rl_lstm.bench.report import write_json
 
 
@@ -77,6 +78,7 @@ def _check_ray() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    pin_threads(args.threads)  # the runs' thread count, as the report's machine description says
     # The command that makes these records: --report-only only rewrites their report.
     given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
     command = shlex.join(["python", "scripts/bench_memory.py", *given])
