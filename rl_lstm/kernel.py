@@ -66,13 +66,15 @@ def _cflags() -> list[str]:
 
 
 def _name() -> str:
-    """The extension's name: one build per source, flags and CPU (``-march=native`` code is CPU-specific)."""
+    """The extension's name: one build per source file, flags and CPU (``-march=native`` code is
+    CPU-specific). The source's path is part of it: two checkouts on one machine would otherwise share
+    a build folder and rebuild it for each other at every first use."""
     cpu = platform.processor() + platform.machine()
     try:
         cpu += next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         pass
-    digest = hashlib.sha1((cpu + " ".join(_cflags())).encode()).hexdigest()[:10]
+    digest = hashlib.sha1((cpu + " ".join(_cflags()) + str(SOURCE.resolve())).encode()).hexdigest()[:10]
     return f"rl_lstm_kernel_{digest}"
 
 
