@@ -104,6 +104,7 @@ def plot_ladder(data: dict[str, Any], path: Path) -> bool:
     if not rungs:
         return False
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -114,6 +115,7 @@ def plot_ladder(data: dict[str, Any], path: Path) -> bool:
         for row in data[env]["rows"]:
             if row["ok_runs"]:
                 by_label.setdefault(row["label"], []).append((n, row))
+    by_label = {label: points for label, points in by_label.items() if len(points) >= 2}  # rows on the ladder
     palette = plt.get_cmap("tab20").colors
     for i, (label, points) in enumerate(by_label.items()):
         xs = [n for n, _ in points]
@@ -124,6 +126,7 @@ def plot_ladder(data: dict[str, Any], path: Path) -> bool:
     ax.set(xscale="log", xlabel="corridor length", ylabel="final return (mean over seeds)", ylim=(-0.02, 1.02),
            title="T-maze: success against corridor length")  # fmt: skip
     ax.set_xticks(list(rungs), [str(n) for n in rungs])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # log axes label minor ticks otherwise
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
