@@ -164,3 +164,27 @@ def test_learning_curve_and_steps_to_threshold(tmp_path):
     assert steps_to_threshold(curve, 0.95) == 768
     assert steps_to_threshold(curve, 0.99) is None
     assert learning_curve(tmp_path / "missing.csv") == []
+
+
+def test_which_memory_and_the_ladder(tmp_path):
+    """The report's summary: the best rows per task, the ranking over tasks, and the T-maze ladder (table
+    and plot) from the corridor lengths of the registered ids."""
+    import envs  # noqa: F401  (registers the ladder's ids)
+    from agents.sweep.summary import ladder, ladder_table, plot_ladder, which_memory
+
+    def row(label, cell, score, solved):
+        return dict(label=label, cell=cell, normalised_score=score, final_return_mean=0.5 + score / 2,
+                    solved=solved, ok_runs=3)  # fmt: skip
+
+    data = {
+        env: dict(memoryless_bound=0.5, rows=[row("ppo ln-gal", "ln-gal", good, 3), row("ppo-mlp", None, 0.0, 0)])
+        for env, good in (("TMaze-L5-v0", 1.0), ("TMaze-v0", 0.8), ("TMaze-L40-v0", 0.1))
+    }
+    assert ladder(data) == {5: "TMaze-L5-v0", 10: "TMaze-v0", 40: "TMaze-L40-v0"}
+    summary = "\n".join(which_memory(data))
+    assert "| TMaze-v0 | ppo ln-gal (0.80; 3/3); ppo-mlp (0.00; 0/3) |" in summary
+    assert "| 1 | ppo ln-gal | 0.63 | 3/3 |" in summary
+    table = "\n".join(ladder_table(data))
+    assert "| row | L=5 | L=10 | L=40 |" in table and "| ppo ln-gal | 3/3 (1.00) | 3/3 (0.90) | 3/3 (0.55) |" in table
+    assert plot_ladder(data, tmp_path / "ladder.png") and (tmp_path / "ladder.png").stat().st_size > 1000
+    assert ladder({"TMaze-v0": data["TMaze-v0"]}) == {}, "one rung is no ladder"
