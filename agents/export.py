@@ -158,8 +158,11 @@ class PolicyStep(nn.Module):
         policy = self.policy
         # BasePolicy's extract_features: the actor's extractor alone, with SB3's preprocessing.
         features = super(ActorCriticPolicy, policy).extract_features(obs, policy.pi_features_extractor)
-        keep = (1.0 - episode_start).view(1, -1, 1)  # zero the state of the rows that start an episode
-        out, (h_out, c_out) = policy.lstm_actor(features.unsqueeze(0), (h * keep, c * keep))  # (1, B, H)
+        # Zero the state of the rows that start an episode, by selection (a NaN must not cross the reset).
+        starting = (episode_start != 0).view(1, -1, 1)
+        zero = h.new_zeros(())
+        h, c = th.where(starting, zero, h), th.where(starting, zero, c)
+        out, (h_out, c_out) = policy.lstm_actor(features.unsqueeze(0), (h, c))  # (1, B, H)
         if not self.carries_c:
             c_out = th.zeros_like(c)  # keeps c an input of the graph, as in model.predict's state
         latent_pi = policy.mlp_extractor.forward_actor(out[0])

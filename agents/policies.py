@@ -21,6 +21,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from agents.memory import MemoryStack
 from agents.type_aliases import RNNMasks, RNNStates
 from rl_lstm import cell_class
+from rl_lstm.registry import default_dropout
 
 # Arguments of nn.LSTM that sb3-contrib passes through ``lstm_kwargs`` and that a stack of cells
 # can only take at their defaults (its memories are unidirectional, time-major, unprojected, and
@@ -74,7 +75,8 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
     ``features_extractor_class``, ``share_features_extractor``...), plus:
 
     :param cell: registry name of the memory cell (``rl_lstm.CELLS``), e.g. ``"gal"``.
-    :param dropout: the cell's dropout probability (zoneout probability for zoneout cells).
+    :param dropout: the cell's dropout probability (zoneout probability for zoneout cells); None: the
+        cell's default (``rl_lstm.registry.default_dropout``: 0.1 for cells named for a dropout method).
     :param ln_preact: LayerNorm cells only: normalise the gate pre-activations too.
     :param learnable: LayerNorm cells only: learn the LayerNorm gains and biases.
 
@@ -102,7 +104,7 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         lr_schedule: Schedule,
         *args: Any,
         cell: str = "lstm",
-        dropout: float = 0.0,
+        dropout: float | None = None,
         ln_preact: bool = True,
         learnable: bool = True,
         lstm_hidden_size: int = 256,
@@ -111,6 +113,7 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         **kwargs: Any,
     ) -> None:
         layer_dropout, extra = split_lstm_kwargs(cell, lstm_kwargs)
+        dropout = default_dropout(cell) if dropout is None else dropout
         cell_kwargs = dict(dropout=dropout, ln_preact=ln_preact, learnable=learnable, **extra)
         memory_kwargs = dict(n_layers=n_lstm_layers, layer_dropout=layer_dropout, **cell_kwargs)
         MemoryStack(cell, 1, lstm_hidden_size, **memory_kwargs)  # bad values fail here, before the parent builds
@@ -130,6 +133,13 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self._optimizer_kwargs())
         self._action_masks: th.Tensor | None = None
         self._masked_dist: MaskableDistribution | None = None
+
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        """SB3's features extractor, its size a Python int: SB3 sizes some spaces with a numpy integer
+        (MultiDiscrete: the sum of ``nvec``), which the memory (and sb3-contrib's nn.LSTM) refuses."""
+        extractor = super().make_features_extractor()
+        extractor._features_dim = int(extractor.features_dim)
+        return extractor
 
     def _optimizer_kwargs(self) -> dict[str, Any]:
         """SB3's optimizer arguments (Adam with eps 1e-5 by default), with PyTorch's fused Adam (one kernel

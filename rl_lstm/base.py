@@ -7,6 +7,7 @@ whole-sequence run (:meth:`RecurrentLayer._run`).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import ClassVar, TypeVar
 
 import torch
@@ -21,10 +22,21 @@ Hidden = tuple[Tensor, Tensor] | Tensor
 SelfLayer = TypeVar("SelfLayer", bound="RecurrentLayer")
 
 
+#: The dropout of a class named for a dropout method (Gal, Moon, Semeniuta, zoneout and their mixes)
+#: when none is given: choosing such a class chooses its method, so it acts. Other classes default to 0.
+NAMED_METHOD_DROPOUT = 0.1
+
+
 def check_size(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """``value`` as an int (any integer type, e.g. numpy's int64); a ValueError unless it is positive."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name}={value!r}: expected a positive integer")
-    return value
+    return int(value)
+
+
+def _swap(t: object) -> object:
+    """``(batch, seq_len, ...)`` <-> ``(seq_len, batch, ...)`` (``batch_first``); anything else as it is."""
+    return t.transpose(0, 1) if isinstance(t, Tensor) and t.dim() >= 2 else t
 
 
 def _describe(t: Tensor) -> str:
@@ -38,8 +50,17 @@ class RecurrentLayer(nn.Module):
     ``forward(x, hidden=None, episode_starts=None, masks=None) -> (output, (h, c))`` for the LSTM
     family, ``-> (output, h)`` for memories that carry h only (:attr:`state_names` ``("h",)``).
 
+    Args of the constructor: ``input_size``, ``hidden_size``, ``bias``; ``dropout`` (None: the class's
+    :meth:`default_dropout`); ``dropout_method`` (``'pytorch'``, the default, or another key of
+    ``rl_lstm.masks.METHODS``; a class named for a method applies its own, and the argument may only
+    repeat it); ``batch_first`` (as ``nn.LSTM``'s: ``x``, the output, ``episode_starts`` and ``masks``
+    take the batch first; the state keeps its layout).
+
     Args of forward:
-        x: ``(seq_len, batch, input_size)``, any ``seq_len >= 1``.
+        x: ``(seq_len, batch, input_size)``, any ``seq_len >= 1`` (``(batch, seq_len, input_size)`` with
+            ``batch_first``), or ``(seq_len, input_size)`` unbatched, as ``nn.LSTM`` takes it: then the
+            state parts are ``(1, hidden_size)``, ``episode_starts`` ``(seq_len,)``, ``masks``
+            ``(seq_len, mask_width)`` and the output ``(seq_len, hidden_size)``.
         hidden: ``(h, c)``, each ``(1, batch, hidden_size)``, or ``h`` ``(1, batch, hidden_size)``
             for an h-only memory; None means zeros (and new masks).
         episode_starts: ``(seq_len, batch)``, 1 (or True) on the first step of an episode: that
@@ -85,26 +106,38 @@ class RecurrentLayer(nn.Module):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        dropout: float = 0.0,
-        dropout_method: str | None = None,
+        dropout: float | None = None,
+        dropout_method: str = "pytorch",
+        batch_first: bool = False,
     ) -> None:
         super().__init__()
-        if dropout_method is not None and self.method != "pytorch" and dropout_method != self.method:
+        # 'pytorch' is every family's default: a class named for another method applies that one.
+        if self.method != "pytorch" and dropout_method not in ("pytorch", self.method):
             raise ValueError(
                 f"dropout_method={dropout_method!r}: {type(self).__name__} applies {self.method!r}; for another "
                 "method use the registry name of that method, or the family's plain class with dropout_method"
             )
-        dropout_method = self.method if dropout_method is None else dropout_method
+        dropout_method = self.method if self.method != "pytorch" else dropout_method
+        dropout = self.default_dropout() if dropout is None else dropout
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.mask_spec: MaskSpec = check_method(dropout, dropout_method, self.dropout_methods)
         self.bias = bool(bias)
         self.dropout = float(dropout)
         self.dropout_method = dropout_method
+        if not isinstance(batch_first, bool):
+            raise ValueError(f"batch_first={batch_first!r}: expected True or False")
+        self.batch_first = batch_first
         self.masks_in_eval = False
         self.last_masks: Tensor | None = None
         # (batch, mask_width): the mask each row holds for its current episode (per-episode methods).
         self.register_buffer("episode_masks", None, persistent=False)
+
+    @classmethod
+    def default_dropout(cls) -> float:
+        """The dropout the class gets when none is given: :data:`NAMED_METHOD_DROPOUT` for a class
+        named for a dropout method, else 0. Every caller (the registry, the policies, the CLI) reads it."""
+        return NAMED_METHOD_DROPOUT if cls.method != "pytorch" else 0.0
 
     # ------------------------------------------------------------------ parameters
     def _param(self) -> Tensor:
@@ -126,6 +159,8 @@ class RecurrentLayer(nn.Module):
             s += ", bias=False"
         if self.dropout > 0:
             s += f", dropout={self.dropout}, dropout_method={self.dropout_method!r}"
+        if self.batch_first:
+            s += ", batch_first=True"
         return s
 
     # ------------------------------------------------------------------ masks
@@ -174,10 +209,13 @@ class RecurrentLayer(nn.Module):
 
     def _check_input(self, x: object) -> tuple[int, int]:
         if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[2] != self.input_size or 0 in x.shape[:2]:
+            if isinstance(x, Tensor) and self.batch_first and x.dim() == 3:
+                x = x.transpose(0, 1)  # as the caller gave it
             got = _describe(x) if isinstance(x, Tensor) else type(x).__name__
+            layout = "batch >= 1, seq_len >= 1" if self.batch_first else "seq_len >= 1, batch >= 1"
             raise ValueError(
-                f"x: expected a tensor of shape (seq_len >= 1, batch >= 1, input_size={self.input_size}), "
-                f"got {got}"
+                f"x: expected a tensor of shape ({layout}, input_size={self.input_size}) or, unbatched, "
+                f"(seq_len >= 1, input_size={self.input_size}); got {got}"
             )
         self._check_tensor("x", x, x.shape, "(seq_len, batch, input_size)")
         return x.shape[0], x.shape[1]
@@ -237,6 +275,40 @@ class RecurrentLayer(nn.Module):
         *,
         need_state: bool = True,
     ) -> tuple[Tensor, Hidden | None]:
+        if isinstance(x, Tensor) and x.dim() == 2:
+            return self._forward_unbatched(x, hidden, episode_starts, masks, need_state)
+        if not self.batch_first:
+            return self._forward(x, hidden, episode_starts, masks, need_state)
+        output, state = self._forward(_swap(x), hidden, _swap(episode_starts), _swap(masks), need_state)
+        self.last_masks = _swap(self.last_masks)
+        return _swap(output), state
+
+    def _forward_unbatched(
+        self, x: Tensor, hidden: Hidden | None, episode_starts: Tensor | None, masks: Tensor | None, need_state: bool
+    ) -> tuple[Tensor, Hidden | None]:
+        """``x`` (seq_len, input_size) as a batch of one, as ``nn.LSTM`` takes it: state parts (1, H)."""
+        parts = hidden if isinstance(hidden, (tuple, list)) else (hidden,)
+        if hidden is not None and not all(isinstance(t, Tensor) and t.dim() == 2 for t in parts):
+            got = [_describe(t) if isinstance(t, Tensor) else type(t).__name__ for t in parts]
+            raise ValueError(
+                f"hidden: for unbatched input x (seq_len, input_size) expected each state part of shape "
+                f"(1, hidden_size={self.hidden_size}), got {got}"
+            )
+        if hidden is not None:
+            hidden = tuple(t.unsqueeze(1) for t in hidden) if isinstance(hidden, (tuple, list)) else hidden.unsqueeze(1)
+        starts = episode_starts.unsqueeze(1) if isinstance(episode_starts, Tensor) else episode_starts
+        masks = masks.unsqueeze(1) if isinstance(masks, Tensor) else masks
+        output, state = self._forward(x.unsqueeze(1), hidden, starts, masks, need_state)
+        if self.last_masks is not None:
+            self.last_masks = self.last_masks[:, 0]
+        if state is not None:
+            state = tuple(t[:, 0] for t in state) if isinstance(state, tuple) else state[:, 0]
+        return output[:, 0], state
+
+    def _forward(
+        self, x: Tensor, hidden: Hidden | None, episode_starts: Tensor | None, masks: Tensor | None, need_state: bool
+    ) -> tuple[Tensor, Hidden | None]:
+        """:meth:`forward` on the time-major batched layout."""
         if self.check_args:
             seq_len, batch = self._check_input(x)
             h, c = self._check_hidden(hidden, batch, x)
@@ -344,10 +416,11 @@ class TorchParameters(RecurrentLayer):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        dropout: float = 0.0,
-        dropout_method: str | None = None,
+        dropout: float | None = None,
+        dropout_method: str = "pytorch",
+        batch_first: bool = False,
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout, dropout_method)
+        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
         rows = self.gates * self.hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, self.input_size))
         self.weight_hh = nn.Parameter(torch.empty(rows, self.hidden_size))

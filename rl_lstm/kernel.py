@@ -66,16 +66,17 @@ def _cflags() -> list[str]:
 
 
 def _name() -> str:
-    """The extension's name: one build per source file, flags and CPU (``-march=native`` code is
-    CPU-specific). The source's path is part of it: two checkouts on one machine would otherwise share
-    a build folder and rebuild it for each other at every first use."""
+    """The extension's name: one build per source text, flags, CPU (``-march=native`` code is
+    CPU-specific) and torch version. The checkout's path is not part of it, so clones of one source share
+    a build; two checkouts with different sources get different names, so neither rebuilds the other's."""
     cpu = platform.processor() + platform.machine()
     try:
         cpu += next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         pass
-    digest = hashlib.sha1((cpu + " ".join(_cflags()) + str(SOURCE.resolve())).encode()).hexdigest()[:10]
-    return f"rl_lstm_kernel_{digest}"
+    key = hashlib.sha1(SOURCE.read_bytes())
+    key.update("\0".join([cpu, " ".join(_cflags()), torch.__version__]).encode())
+    return f"rl_lstm_kernel_{key.hexdigest()[:10]}"
 
 
 def _build() -> ModuleType:

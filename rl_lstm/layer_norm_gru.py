@@ -33,11 +33,12 @@ class LayerNormGRU(GRU):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        dropout: float = 0.0,
-        dropout_method: str | None = None,
+        dropout: float | None = None,
+        dropout_method: str = "pytorch",
         learnable: bool = True,
+        batch_first: bool = False,
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout=dropout, dropout_method=dropout_method)
+        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
         self.learnable = bool(learnable)
         self.ln_ih = LayerNorm(3 * self.hidden_size, learnable=learnable)
         self.ln_hh = LayerNorm(3 * self.hidden_size, learnable=learnable)

@@ -30,12 +30,13 @@ class LayerNormLSTM(LSTM):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        dropout: float = 0.0,
-        dropout_method: str | None = None,
+        dropout: float | None = None,
+        dropout_method: str = "pytorch",
         ln_preact: bool = True,
         learnable: bool = True,
+        batch_first: bool = False,
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout=dropout, dropout_method=dropout_method)
+        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
         self.ln_preact = bool(ln_preact)
         self.learnable = bool(learnable)
         if self.ln_preact:

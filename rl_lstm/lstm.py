@@ -8,7 +8,7 @@ from torch import Tensor
 
 from rl_lstm import kernel
 from rl_lstm.base import LSTMParameters
-from rl_lstm.segments import run_pieces, run_segments, step_loop
+from rl_lstm.segments import reset_rows, run_pieces, run_segments, step_loop
 
 
 class LSTM(LSTMParameters):
@@ -104,8 +104,7 @@ class LSTM(LSTMParameters):
             # The carried state is nn.LSTM's: fused kernels, then the output mask.
             if x.shape[0] == 1:
                 if starts is not None:
-                    keep = (~starts[0]).to(x.dtype).unsqueeze(-1)
-                    h, c = h * keep, c * keep
+                    h, c = reset_rows(h, c, starts[0].unsqueeze(-1))
                 h, c = self._lstm_cell(x[0], h, c)
                 out = h.unsqueeze(0)
             elif starts is None:

@@ -45,11 +45,6 @@ CELLS: dict[str, type[RecurrentLayer]] = {
     "rnn": RNN,
 }
 
-#: The dropout a cell gets when none is given: cells named for a dropout method (gal, moon, semeniuta,
-#: zoneout, gru-gal, gru-semeniuta, gru-zoneout and their ln- mixes) get this; the others (nn, slow,
-#: lstm, ln, nn-gru, gru, ln-gru, rnn) get 0.
-DEFAULT_DROPOUT = 0.1
-
 # Keyword arguments that only the LayerNorm family takes (each cell takes those its constructor names).
 LAYER_NORM_KWARGS = ("ln_preact", "learnable")
 
@@ -69,18 +64,24 @@ def has_dropout_method(name: str) -> bool:
 
 
 def default_dropout(name: str) -> float:
-    """The dropout the CLI, the sweeps and the benchmarks give cell ``name`` when none is given."""
-    return DEFAULT_DROPOUT if has_dropout_method(name) else 0.0
+    """The dropout cell ``name`` gets when none is given (``dropout=None``), in make_cell, the policies,
+    the CLI, the sweeps and the benchmarks alike: the class's :meth:`RecurrentLayer.default_dropout`."""
+    return cell_class(name).default_dropout()
 
 
 def make_cell(name: str, input_size: int, hidden_size: int, **kwargs) -> RecurrentLayer:
-    """Build the cell registered under ``name``. LayerNorm flags given to a cell that does not
-    take them are ignored when they keep their defaults (True) and rejected otherwise."""
+    """Build the cell registered under ``name`` (``dropout`` left out or None: :func:`default_dropout`).
+    LayerNorm flags given to a cell that does not take them are ignored when they keep their defaults
+    (True) and rejected otherwise; any other argument the cell does not take is a ValueError."""
     cls = cell_class(name)
     for key in LAYER_NORM_KWARGS:
         if key in kwargs and not _takes(cls, key) and kwargs.pop(key) is not True:
             takers = ", ".join(n for n, c in CELLS.items() if _takes(c, key))
             raise ValueError(f"{key}: only the cells {takers} take it, not cell={name!r}")
+    unknown = [key for key in kwargs if not _takes(cls, key)]
+    if unknown:
+        takes = [p for p in inspect.signature(cls).parameters if p not in ("input_size", "hidden_size")]
+        raise ValueError(f"{', '.join(unknown)}: cell={name!r} takes no such argument (it takes {', '.join(takes)})")
     return cls(input_size, hidden_size, **kwargs)
 
 

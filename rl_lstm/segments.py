@@ -18,18 +18,19 @@ Step = Callable[[Tensor, Tensor, "Tensor | None", "Tensor | None"], tuple[Tensor
 Kernel = Callable[[Tensor, Tensor, "Tensor | None"], tuple[Tensor, Tensor, "Tensor | None"]]
 
 
-def _keep(h: Tensor, c: Tensor | None, keep: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Zero the state of the rows whose ``keep`` (B, 1) is 0."""
-    return h * keep, (None if c is None else c * keep)
+def reset_rows(h: Tensor, c: Tensor | None, starting: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Zeros for the state of the rows whose ``starting`` (B, 1) is True, by selection: a NaN or an
+    infinity in a row's state cannot cross into its next episode (as it would through ``h * 0``)."""
+    zero = h.new_zeros(())
+    return torch.where(starting, zero, h), (None if c is None else torch.where(starting, zero, c))
 
 
-def reset_steps(starts: Tensor | None, dtype: torch.dtype) -> dict[int, Tensor]:
-    """``{t: keep}`` for the steps where some row starts an episode; keep is (B, 1), 0 for those rows."""
+def reset_steps(starts: Tensor | None) -> dict[int, Tensor]:
+    """``{t: starting}`` for the steps where some row starts an episode; starting is bool (B, 1)."""
     if starts is None:
         return {}
     steps = starts.any(1).nonzero().flatten().tolist()
-    keep = (~starts[steps]).to(dtype).unsqueeze(-1)
-    return dict(zip(steps, keep.unbind(0), strict=True))
+    return dict(zip(steps, starts[steps].unsqueeze(-1).unbind(0), strict=True))
 
 
 def step_loop(
@@ -38,12 +39,12 @@ def step_loop(
     """The one time loop: ``xs`` (T, B, ...) step by step, zeroing the state of the rows that
     start an episode before their step; returns the outputs stacked (T, B, H) and the final h, c."""
     step_masks = [None] * xs.shape[0] if masks is None else masks.unbind(0)
-    reset = reset_steps(starts, h.dtype)
+    reset = reset_steps(starts)
     outputs = []
     # unbind, not xs[t]: per-step indexing costs a select-backward node per step.
     for t, (x_t, m_t) in enumerate(zip(xs.unbind(0), step_masks, strict=True)):
         if t in reset:
-            h, c = _keep(h, c, reset[t])
+            h, c = reset_rows(h, c, reset[t])
         h, c, out = step(x_t, h, c, m_t)
         outputs.append(out)
     return torch.stack(outputs), h, c
@@ -61,12 +62,12 @@ def run_segments(
     The state of the starting rows is zeroed between stretches, so a fused kernel that knows
     nothing of episodes gives the same result as the step-by-step loop.
     """
-    reset = reset_steps(starts, x.dtype)
+    reset = reset_steps(starts)
     bounds = sorted({0, x.shape[0], *reset})
     outputs = []
     for a, b in zip(bounds[:-1], bounds[1:]):  # noqa: B905 (lengths differ by one by design)
         if a in reset:
-            h, c = _keep(h, c, reset[a])
+            h, c = reset_rows(h, c, reset[a])
         out, h, c = run(x[a:b], h, c)
         outputs.append(out)
     return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)), h, c
@@ -121,8 +122,8 @@ def run_pieces(
     dest = (base[piece] + (pos - first[piece]) * stride[piece]).reshape(batch, seq_len).t().reshape(-1)
     padded = x.new_zeros(offset, x.shape[2]).index_copy(0, dest, x.reshape(seq_len * batch, -1))
     row, t0 = first // seq_len, first % seq_len
-    keep = (~starts[t0, row]).to(x.dtype).unsqueeze(-1)  # zeros for pieces that begin an episode
-    h0, c0 = _keep(h.index_select(0, row), None if c is None else c.index_select(0, row), keep)
+    begins = starts[t0, row].unsqueeze(-1)  # zeros for pieces that begin an episode
+    h0, c0 = reset_rows(h.index_select(0, row), None if c is None else c.index_select(0, row), begins)
     outputs, offset = [], 0
     for start, count, longest in buckets:
         members = order[start : start + count]
@@ -151,7 +152,7 @@ def run_fused(
     """
     if x.shape[0] == 1:
         if starts is not None:
-            h, c = _keep(h, c, (~starts[0]).to(x.dtype).unsqueeze(-1))
+            h, c = reset_rows(h, c, starts[0].unsqueeze(-1))
         h, c = cell(x[0], h, c)
         return h.unsqueeze(0), h, c
     if starts is None:

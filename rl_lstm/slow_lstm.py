@@ -19,8 +19,10 @@ class SlowLSTM(LSTMParameters):
 
     relative_cost = 1.6
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dropout: float = 0.0) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout=dropout, dropout_method="pytorch")
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, dropout: float = 0.0, batch_first: bool = False
+    ) -> None:
+        super().__init__(input_size, hidden_size, bias, dropout, "pytorch", batch_first)
 
     def _project_input(self, x: Tensor) -> Tensor:
         return x  # each gate projects its own input in _step

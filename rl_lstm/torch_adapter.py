@@ -30,10 +30,11 @@ class TorchModuleLayer(RecurrentLayer):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        dropout: float = 0.0,
+        dropout: float | None = None,
         dropout_method: str = "pytorch",
+        batch_first: bool = False,
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout=dropout, dropout_method=dropout_method)
+        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
         setattr(self, self.module_name, self.torch_module(self.input_size, self.hidden_size, bias=self.bias))
 
     @property

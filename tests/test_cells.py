@@ -76,7 +76,7 @@ def test_seed_signatures():
 def test_equals_torch_module(name, seq_len, batch, given_state):
     """At dropout 0 a cell computes what its torch module (nn.LSTM, nn.GRU or nn.RNN) does."""
     ref = cell_class(name).torch_module(5, 6)
-    cell = cell_class(name).from_torch(ref)
+    cell = cell_class(name).from_torch(ref, dropout=0.0)
     x = torch.randn(seq_len, batch, 5)
     hidden = _states(name, batch, 6) if given_state else None
     out, state = cell(x, hidden)
@@ -89,7 +89,7 @@ def test_equals_torch_module(name, seq_len, batch, given_state):
 
 @pytest.mark.parametrize("name", NN_MATH)
 def test_weights_convert_both_ways(name):
-    cell = make_cell(name, 4, 3, bias=True)
+    cell = make_cell(name, 4, 3, bias=True, dropout=0.0)
     module = cell.to_torch()
     assert type(module) is cell.torch_module
     back = cell_class(name).from_torch(module)
@@ -111,7 +111,7 @@ def test_zoneout_has_no_nn_lstm_while_it_zones_out():
     with pytest.raises(TypeError, match="zoneout's evaluation mixes"):
         cell.to_torch()
     x = torch.randn(6, 2, 3)
-    plain = make_cell("zoneout", 3, 4)  # dropout 0: exactly nn.LSTM
+    plain = make_cell("zoneout", 3, 4, dropout=0.0)  # exactly nn.LSTM
     torch.testing.assert_close(plain.to_torch()(x)[0], plain(x)[0], atol=1e-6, rtol=0)
 
 
@@ -125,7 +125,7 @@ def test_a_named_method_is_not_replaced_silently():
 def test_episode_starts_reset_rows(name):
     """A row starting an episode at step t gives what a fresh call from step t gives; the other rows, and
     the starting rows before their start, run on from their given state."""
-    cell = make_cell(name, 4, 5)
+    cell = make_cell(name, 4, 5, dropout=0.0)
     x = torch.randn(12, 3, 4)
     hidden = _states(name, 3, 5)
     starts = torch.zeros(12, 3)
@@ -405,7 +405,8 @@ def test_bad_forward_arguments(name):
             ((x, torch.zeros(1, 2, 4).double()), r"hidden \(h\): expected dtype"),
         ]
     cases = [*bad_states,
-        ((torch.randn(2, 3),), r"x: expected a tensor of shape \(seq_len >= 1, batch >= 1, input_size=3\)"),
+        ((torch.randn(3),), r"x: expected a tensor of shape \(seq_len >= 1, batch >= 1, input_size=3\)"),
+        ((torch.randn(2, 4),), r"or, unbatched, \(seq_len >= 1, input_size=3\)"),
         ((torch.randn(5, 2, 4),), "input_size=3"),
         ((torch.randn(0, 2, 3),), "seq_len >= 1"),
         ((x.double(),), "x: expected dtype torch.float32"),

@@ -156,17 +156,33 @@ void ln_row_backward(const T* dy, const T* xhat, T rstd, const T* gain, T* dx, i
 }
 
 // ------------------------------------------------------------------ workspace
-// Buffers reused from call to call on each thread (a fresh large tensor costs page faults).
+// Buffers reused from call to call on each thread (a fresh large tensor costs page faults). Those larger
+// than KEEP_BYTES are freed when a call returns (release_large_workspaces): one big chunk would otherwise
+// keep hundreds of MiB resident for the thread's life.
 enum Slot : int { XW, BIAS, HP, CP, R, ACT, CN, NH, TN, HCUR, CCUR, DG, DR, DH0, DH1, DC0, DC1, DHD, DN, N_SLOTS };
+constexpr size_t KEEP_BYTES = size_t(16) << 20;
+
+template <typename T>
+std::array<Tensor, N_SLOTS>& workspace_buffers() {
+  thread_local std::array<Tensor, N_SLOTS> buffers;
+  return buffers;
+}
 
 template <typename T>
 T* workspace(Slot slot, int64_t numel) {
-  thread_local std::array<Tensor, N_SLOTS> buffers[2];
-  Tensor& buf = buffers[std::is_same_v<T, double> ? 1 : 0][slot];
+  Tensor& buf = workspace_buffers<T>()[slot];
   if (!buf.defined() || buf.numel() < numel) {
+    buf = Tensor();  // free the smaller buffer before taking the larger one
     buf = at::empty({std::max<int64_t>(numel, 1)}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
   }
   return buf.data_ptr<T>();
+}
+
+template <typename T>
+void release_large_workspaces() {
+  for (Tensor& buf : workspace_buffers<T>()) {
+    if (buf.defined() && buf.nbytes() > KEEP_BYTES) buf = Tensor();
+  }
 }
 
 template <typename T>
@@ -206,11 +222,24 @@ Chunk make_chunk(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tens
   TORCH_CHECK(k.x.dim() == 3, "x: expected (T, B, I), got ", k.x.sizes());
   TORCH_CHECK(k.x.device().is_cpu(), "the compiled LSTM kernel runs on CPU tensors only");
   TORCH_CHECK(site >= NONE && site <= ZONEOUT, "site: expected 0..5, got ", site);
+  TORCH_CHECK(k.w_hh.dim() == 2, "weight_hh: expected (4H, H), got ", k.w_hh.sizes());
   k.T = k.x.size(0);
   k.B = k.x.size(1);
   k.I = k.x.size(2);
   k.H = k.w_hh.size(1);
   k.G = 4 * k.H;
+  // Every vector the loops read G or H entries of (a wrong size would read out of bounds).
+  const auto vector_of = [](const Tensor& t, int64_t n) { return !t.defined() || (t.dim() == 1 && t.size(0) == n); };
+  TORCH_CHECK(vector_of(k.b_ih, k.G) && vector_of(k.b_hh, k.G), "bias_ih, bias_hh: expected (4H,) = (", k.G,
+              ",), got ", k.b_ih.defined() ? k.b_ih.sizes() : at::IntArrayRef(), " and ",
+              k.b_hh.defined() ? k.b_hh.sizes() : at::IntArrayRef());
+  TORCH_CHECK(vector_of(k.g_ih, k.G) && vector_of(k.be_ih, k.G) && vector_of(k.g_hh, k.G) && vector_of(k.be_hh, k.G),
+              "the pre-activation layer norms' weights and biases: expected (4H,) = (", k.G, ",)");
+  TORCH_CHECK(vector_of(k.g_c, k.H) && vector_of(k.be_c, k.H), "the cell layer norm's weight and bias: expected (H,) = (",
+              k.H, ",)");
+  TORCH_CHECK(k.g_ih.defined() == k.be_ih.defined() && k.g_hh.defined() == k.be_hh.defined() &&
+                  k.g_c.defined() == k.be_c.defined(),
+              "a layer norm's weight and bias: both or neither");
   TORCH_CHECK(k.w_ih.sizes() == at::IntArrayRef({k.G, k.I}), "weight_ih: expected (4H, I)");
   TORCH_CHECK(k.w_hh.sizes() == at::IntArrayRef({k.G, k.H}), "weight_hh: expected (4H, H)");
   TORCH_CHECK(k.h0.sizes() == at::IntArrayRef({k.B, k.H}) && k.c0.sizes() == at::IntArrayRef({k.B, k.H}),
@@ -429,6 +458,7 @@ std::vector<Tensor> forward_impl(const Chunk& k, Saved* saved) {
   Tensor h_t = at::empty({B, H}, opts), c_t = at::empty({B, H}, opts);
   std::copy_n(hcur, B * H, h_t.data_ptr<T>());
   std::copy_n(ccur, B * H, c_t.data_ptr<T>());
+  release_large_workspaces<T>();
   return {out, h_t, c_t};
 }
 
@@ -643,6 +673,7 @@ Grads backward_impl(const Chunk& k, const Saved& sv, const Tensor& grad_out, con
       gemm('N', 'T', I, G, TB, T(1), k.x.data_ptr<T>(), I, dG, G, T(0), gr.dw_ih.template data_ptr<T>(), I);
     }
   }
+  release_large_workspaces<T>();
   return gr;
 }
 
@@ -695,6 +726,11 @@ struct LSTMChunk : public torch::autograd::Function<LSTMChunk> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // Grad mode is on in a backward pass only when it must build a graph (create_graph=True), which this
+    // hand-written backward cannot: say so rather than return gradients that silently have no graph.
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "the compiled LSTM kernel has no double backward (create_graph=True, e.g. a gradient penalty): "
+                "run the cells' Python path with the environment variable RL_LSTM_KERNEL=0");
     auto in = ctx->get_saved_variables();
     Chunk k;
     k.x = in[0];
