@@ -275,6 +275,8 @@ class RecurrentLayer(nn.Module):
         *,
         need_state: bool = True,
     ) -> tuple[Tensor, Hidden | None]:
+        if torch.jit.is_tracing():
+            self._check_traceable(episode_starts, masks)
         if isinstance(x, Tensor) and x.dim() == 2:
             return self._forward_unbatched(x, hidden, episode_starts, masks, need_state)
         if not self.batch_first:
@@ -282,6 +284,29 @@ class RecurrentLayer(nn.Module):
         output, state = self._forward(_swap(x), hidden, _swap(episode_starts), _swap(masks), need_state)
         self.last_masks = _swap(self.last_masks)
         return _swap(output), state
+
+    def _check_traceable(self, episode_starts: object, masks: object) -> None:
+        """Refuse what ``torch.jit.trace`` would record wrongly: where rows start episodes and which masks
+        act are decided in Python, so a trace would replay the traced ones on every later input."""
+        if episode_starts is not None:
+            raise ValueError(
+                "episode_starts: torch.jit.trace would freeze the traced pattern of episode starts; trace "
+                "without them and zero the state of starting rows before the call (torch.where(start, 0, h)), "
+                "as the step of agents.export does"
+            )
+        if masks is not None or self.masks_active:
+            raise ValueError(
+                "torch.jit.trace of a cell with dropout masks acting would freeze them: trace it in eval mode "
+                "(cell.eval()), where no mask acts"
+            )
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this first, on every submodule.
+        raise TypeError(
+            f"torch.jit.script cannot compile {type(self).__name__} (its forward takes Python-level arguments "
+            "and dispatches in Python): use torch.jit.trace in eval mode at the seq_len you will run (a step: "
+            "seq_len 1, as agents.export does), torch.export, or torch.compile"
+        )
 
     def _forward_unbatched(
         self, x: Tensor, hidden: Hidden | None, episode_starts: Tensor | None, masks: Tensor | None, need_state: bool

@@ -9,7 +9,10 @@ float64) the cells keep their Python path, with one warning naming the reason.
 
 The environment variable ``RL_LSTM_KERNEL`` chooses: ``auto`` (the default: the kernel where it
 can run), ``0`` (never: the Python path, e.g. to compare) or ``1`` (always: an error where it
-cannot run).
+cannot run). Calls under ``torch.jit.trace`` (and the ONNX exporter) and ``torch.export`` take the
+Python path whatever the mode: a graph records the Python path's operations, and the kernel is opaque
+to it. The kernel's backward has no graph of its own: a double backward (``create_graph=True``)
+through it raises, naming ``RL_LSTM_KERNEL=0``.
 """
 
 from __future__ import annotations
@@ -136,8 +139,8 @@ def use(x: Tensor) -> bool:
     """Whether a cell's call on ``x`` runs the kernel, as ``RL_LSTM_KERNEL`` says. In ``auto`` mode
     the first call that cannot run it warns once per reason; in mode ``1`` such a call raises."""
     chosen = mode()
-    if chosen == "0":
-        return False
+    if chosen == "0" or torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return False  # a graph records the Python path's operations; the kernel is opaque to it
     reason = unavailable(x)
     if reason is None:
         return True

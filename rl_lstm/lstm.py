@@ -105,7 +105,8 @@ class LSTM(LSTMParameters):
             if x.shape[0] == 1:
                 if starts is not None:
                     h, c = reset_rows(h, c, starts[0].unsqueeze(-1))
-                h, c = self._lstm_cell(x[0], h, c)
+                (x_0,) = x.unbind(0)  # not x[0]: a traced call then refuses another seq_len
+                h, c = self._lstm_cell(x_0, h, c)
                 out = h.unsqueeze(0)
             elif starts is None:
                 out, h, c = self._fused(x, h, c)

@@ -153,7 +153,8 @@ def run_fused(
     if x.shape[0] == 1:
         if starts is not None:
             h, c = reset_rows(h, c, starts[0].unsqueeze(-1))
-        h, c = cell(x[0], h, c)
+        (x_0,) = x.unbind(0)  # not x[0]: a traced call then refuses another seq_len
+        h, c = cell(x_0, h, c)
         return h.unsqueeze(0), h, c
     if starts is None:
         return kernel(x, h, c)

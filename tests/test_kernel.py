@@ -8,6 +8,7 @@ only the first run of this file pays for the compile.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -283,3 +284,101 @@ def test_bad_mode_is_a_value_error(monkeypatch):
     monkeypatch.setenv(kernel.ENV, "yes")
     with pytest.raises(ValueError, match="RL_LSTM_KERNEL='yes'.*auto, 0, 1"):
         make_cell("lstm", 3, 5)(torch.randn(2, 1, 3))
+
+
+# ---------------------------------------------------------------- double backward, input checks, memory, build key
+@pytest.mark.parametrize("name", ["lstm", "ln-gal"])
+def test_double_backward_raises_on_the_kernel_and_is_right_on_the_python_path(monkeypatch, name):
+    """A gradient penalty needs the gradient's own graph (create_graph=True): the kernel's hand-written
+    backward has none and says so, naming the switch; the Python path's double backward agrees with
+    finite differences."""
+    cell = _cell(name, 0.3)
+    x, hidden, starts = _inputs(6, 2)
+    x.requires_grad_(True)
+
+    def penalty(weight_ih, weight_hh):
+        weights = dict(weight_ih=weight_ih, weight_hh=weight_hh)
+        out, _ = torch.func.functional_call(cell, weights, (x, hidden, starts, masks))
+        (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        return grad_x.square().sum()
+
+    cell(x.detach(), hidden, starts)
+    masks = cell.last_masks
+    weights = (cell.weight_ih, cell.weight_hh)
+    monkeypatch.setenv(kernel.ENV, "1")
+    with pytest.raises(RuntimeError, match="RL_LSTM_KERNEL=0"):
+        penalty(*weights)
+    monkeypatch.setenv(kernel.ENV, "0")
+    weights = tuple(w.detach().clone().requires_grad_(True) for w in weights)
+    assert torch.autograd.gradcheck(penalty, weights, eps=1e-6, atol=1e-5)
+
+
+def _direct_args(H=5, inputs=3, T=4, B=2, dtype=torch.float32):
+    G = 4 * H
+    return dict(
+        x=torch.randn(T, B, inputs, dtype=dtype), h0=torch.zeros(B, H, dtype=dtype), c0=torch.zeros(B, H, dtype=dtype),
+        w_ih=torch.randn(G, inputs, dtype=dtype), w_hh=torch.randn(G, H, dtype=dtype),
+        b_ih=torch.randn(G, dtype=dtype), b_hh=torch.randn(G, dtype=dtype),
+        g_ih=torch.ones(G, dtype=dtype), be_ih=torch.zeros(G, dtype=dtype),
+        g_hh=torch.ones(G, dtype=dtype), be_hh=torch.zeros(G, dtype=dtype),
+        g_c=torch.ones(H, dtype=dtype), be_c=torch.zeros(H, dtype=dtype),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("wrong", "match"),
+    [
+        (dict(b_ih=torch.randn(7)), r"bias_ih, bias_hh: expected \(4H,\) = \(20,\)"),
+        (dict(b_hh=torch.randn(2, 20)), r"bias_ih, bias_hh: expected \(4H,\)"),
+        (dict(g_ih=torch.ones(5)), r"pre-activation layer norms' weights and biases: expected \(4H,\)"),
+        (dict(be_hh=torch.zeros(3)), r"pre-activation layer norms' weights and biases: expected \(4H,\)"),
+        (dict(g_c=torch.ones(20)), r"cell layer norm's weight and bias: expected \(H,\) = \(5,\)"),
+        (dict(be_c=None), "a layer norm's weight and bias: both or neither"),
+        (dict(w_hh=torch.randn(20)), r"weight_hh: expected \(4H, H\)"),
+    ],
+)
+def test_direct_call_checks_every_size(wrong, match):
+    """The extension reads G or H entries of every bias and layer-norm vector: a wrong size is an error,
+    not a read out of bounds."""
+    module = kernel.load()
+    args = _direct_args()
+    module.lstm_chunk(*args.values(), None, None, 0, 1e-5, 1e-5)  # the right sizes run
+    args.update(wrong)
+    with pytest.raises(RuntimeError, match=match):
+        module.lstm_chunk(*args.values(), None, None, 0, 1e-5, 1e-5)
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads resident memory from /proc")
+def test_large_call_returns_its_workspace():
+    """A chunk of T 64, B 1024, H 256 takes ~512 MiB of workspace (input projection and gate gradients);
+    once the call (forward and backward) returns, resident memory is back within 64 MiB of before."""
+    cell = make_cell("lstm", 256, 256)
+    x = torch.randn(64, 1024, 256)
+    cell(x[:2, :8])[0].sum().backward()  # the extension and its small buffers in place
+    before = _resident_mib()
+    out, (h, c) = cell(x.requires_grad_(True))
+    (out.sum() + h.sum() + c.sum()).backward()
+    peak = _resident_mib()
+    del out, h, c
+    x.grad = None
+    cell.zero_grad(set_to_none=True)
+    after = _resident_mib()
+    assert peak - before > 256, f"the call did not take the memory this test is about ({peak - before:.0f} MiB)"
+    assert after - before < 64, f"{after - before:.0f} MiB still resident after the call"
+
+
+def test_build_name_is_the_source_content_not_its_path(monkeypatch, tmp_path):
+    """Clones of one source share one build (no compile per checkout); another source gets another build."""
+    name = kernel._name()
+    copy = tmp_path / "clone" / "lstm_chunk.cpp"
+    copy.parent.mkdir()
+    copy.write_bytes(kernel.SOURCE.read_bytes())
+    monkeypatch.setattr(kernel, "SOURCE", copy)
+    assert kernel._name() == name
+    copy.write_bytes(kernel.SOURCE.read_bytes() + b"\n// changed\n")
+    assert kernel._name() != name
