@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 from sb3_contrib import RecurrentPPO as SB3RecurrentPPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
@@ -243,3 +245,43 @@ def test_adam_is_fused_unless_chosen_otherwise():
     chosen = _model(RecurrentPPO, "lstm", policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-5, foreach=True)))
     assert not chosen.policy.optimizer.defaults.get("fused")
     assert _model(RecurrentPPO, "lstm").policy.optimizer.defaults["eps"] == 1e-5
+
+
+class _MultiDiscreteObs(gym.Env):
+    """Observations from a MultiDiscrete space (SB3 one-hot encodes them: a features size of numpy type)."""
+
+    observation_space = spaces.MultiDiscrete([3, 4])
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self._t += 1
+        return self.observation_space.sample(), float(action), self._t >= 5, False, {}
+
+
+@pytest.mark.parametrize("algo", [RecurrentPPO, RecurrentA2C])
+def test_multidiscrete_observations_train(algo):
+    model = algo("MlpLstmPolicy", _MultiDiscreteObs(), n_steps=16, seed=0, device="cpu",
+                 policy_kwargs=dict(cell="gru", lstm_hidden_size=8))  # fmt: skip
+    model.learn(32)
+    assert model.policy.lstm_actor.input_size == 7 and type(model.policy.features_dim) is int
+
+
+@pytest.mark.parametrize("name", ["gal", "ln-zoneout", "gru-semeniuta", "lstm"])
+def test_policy_dropout_defaults_to_the_cells(name):
+    """``policy_kwargs=dict(cell="gal")`` acts with Gal's dropout (the registry's default), as make_cell
+    and the command line do; an explicit 0 still turns it off."""
+    from rl_lstm.registry import default_dropout
+
+    model = _model(RecurrentPPO, name, policy_kwargs=dict(dropout=None))
+    for memory in model.policy.memories():
+        assert all(layer.dropout == default_dropout(name) for layer in memory.layers)
+    assert model.policy._get_constructor_parameters()["dropout"] == default_dropout(name)
+    plain = RecurrentPPO("CellLstmPolicy", "CartPole-v1", n_steps=8, device="cpu", policy_kwargs=dict(cell=name))
+    assert plain.policy.lstm_actor.layers[0].dropout == default_dropout(name)
+    off = _model(RecurrentPPO, name, policy_kwargs=dict(dropout=0.0))
+    assert off.policy.lstm_actor.layers[0].dropout == 0.0

@@ -3,12 +3,21 @@
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from rl_lstm import CELLS, METHODS, LayerNorm, RecurrentLayer, make_cell
+import rl_lstm.base
+import rl_lstm.hidden_state
+import rl_lstm.lstm
+import rl_lstm.segments
+import rl_lstm.torch_adapter
+from rl_lstm import CELLS, METHODS, LayerNorm, RecurrentLayer, kernel, make_cell
 from rl_lstm.registry import cell_class
+from rl_lstm.torch_adapter import TorchModuleLayer
 
 NAMES = list(CELLS)
 DROPOUT_NAMES = [n for n in NAMES if n not in ("nn", "slow", "nn-gru")]  # not the torch adapters, not the pedagogic
@@ -421,29 +430,67 @@ def test_bad_forward_arguments(name):
 
 
 # ---------------------------------------------------------------- fast paths
+def _spy_paths(monkeypatch) -> Counter:
+    """Count the calls of each way a cell can run a sequence: the compiled kernel, torch's sequence
+    kernels once per stretch (segments) or once over the padded pieces (pieces), the step loop (steps)."""
+    ran: Counter = Counter()
+
+    def counting(function, label):
+        def wrapper(*args, **kwargs):
+            ran[label] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    for module in (rl_lstm.base, rl_lstm.lstm, rl_lstm.segments, rl_lstm.hidden_state, rl_lstm.torch_adapter):
+        for function, label in (("run_segments", "segments"), ("run_pieces", "pieces"), ("step_loop", "steps")):
+            if hasattr(module, function):
+                monkeypatch.setattr(module, function, counting(getattr(module, function), label))
+    monkeypatch.setattr(kernel, "run", counting(kernel.run, "kernel"))
+    return ran
+
+
+def _expected_path(name: str, kernel_mode: str, need_state: bool) -> str:
+    """The path a whole-sequence call with a few episode starts and output masks should take."""
+    cls = cell_class(name)
+    if kernel_mode == "auto" and cls.compiled and kernel.load() is not None:
+        return "kernel"
+    fused = issubclass(cls, TorchModuleLayer) or (hasattr(cls, "fused") and cls.torch_equivalent)
+    if fused and cls.method == "pytorch":  # torch's own math, the mask on the output only
+        return "segments" if need_state else "pieces"
+    return "steps"
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("need_state", [True, False])
-def test_fast_sequence_path_gradients_equal_step_by_step(name, need_state):
-    """The whole-sequence call (fused kernels, one call per stretch or one padded call over the
-    pieces) gives the outputs and gradients of the step-at-a-time path, in float64, with
-    episode starts inside the sequences."""
+@pytest.mark.parametrize("kernel_mode", ["auto", "0"])
+def test_fast_sequence_path_gradients_equal_step_by_step(monkeypatch, name, need_state, kernel_mode):
+    """The whole-sequence call (the compiled kernel; else torch's fused kernels once per stretch, or once
+    over the padded pieces when the final state is not wanted) gives the outputs and gradients of the
+    step-at-a-time path, in float64, with episode starts inside the sequences; and that path ran."""
+    monkeypatch.setenv(kernel.ENV, kernel_mode)
+    ran = _spy_paths(monkeypatch)
     cell = make_cell(name, 3, 5, dropout=0.5).double()
-    x = torch.randn(16, 4, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(32, 4, 3, dtype=torch.float64, requires_grad=True)
     hidden = _states(name, 4, 5, torch.float64)
-    starts = torch.zeros(16, 4)
-    starts[0, 1] = starts[3, 0] = starts[3, 2] = starts[9, 1] = starts[15, 3] = 1
+    starts = torch.zeros(32, 4)
+    starts[9, 0] = starts[9, 2] = starts[20, 3] = 1  # three stretches, a fused call each (not one per step)
     cell(x.detach(), hidden, starts)
     masks = cell.last_masks
-    weights = torch.randn(16, 4, 5, dtype=torch.float64)
+    weights = torch.randn(32, 4, 5, dtype=torch.float64)
 
     def grads(out):
         params = [x, *cell.parameters()]
         return torch.autograd.grad((out * weights).sum(), params)
 
+    ran.clear()
     out, state = cell(x, hidden, starts, masks, need_state=need_state)
+    expected = _expected_path(name, kernel_mode, need_state)
+    assert ran[expected] >= 1, f"expected the {expected} path, ran {dict(ran)}"
+    assert not ({"kernel", "segments", "pieces"} - {expected}) & set(ran), f"ran {dict(ran)}"
     assert (state is None) != need_state
     steps, s = [], hidden
-    for t in range(16):
+    for t in range(32):
         o, s = cell(x[t : t + 1], s, starts[t : t + 1], masks[t : t + 1])
         steps.append(o)
     ref = torch.cat(steps)
@@ -482,3 +529,168 @@ def test_unfused_cell_is_the_same_function(name, starts_at, training):
     slow = run()
     for a, b in zip(fast, slow, strict=True):
         torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------- a NaN stays in its episode
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kernel_mode", ["auto", "0"])
+@pytest.mark.parametrize("call", ["sequence", "sequence-no-state", "steps"])
+def test_nan_does_not_cross_an_episode_boundary(monkeypatch, name, kernel_mode, call):
+    """A NaN observation poisons the rest of its episode only: the row's next episode starts from zeros
+    (reset by selection, not by multiplying by zero), and the other rows are untouched; on every path."""
+    monkeypatch.setenv(kernel.ENV, kernel_mode)
+    cell = make_cell(name, 3, 4, dropout=0.0)
+    x = torch.randn(32, 3, 3)
+    starts = torch.zeros(32, 3)
+    starts[0] = 1
+    starts[9, 0] = 1  # row 0's second episode; one start step in 16: the fused paths run per stretch
+
+    def run(x):
+        if call != "steps":
+            return cell(x, None, starts, need_state=call == "sequence")[0]
+        outs, state = [], None
+        for t in range(32):
+            out, state = cell(x[t : t + 1], state, starts[t : t + 1])
+            outs.append(out)
+        return torch.cat(outs)
+
+    clean = run(x)
+    x[4, 0, 1] = float("nan")
+    out = run(x)
+    assert out[4:9, 0].isnan().all()  # the NaN's own episode
+    assert out[9:, 0].isfinite().all()
+    torch.testing.assert_close(out[9:, 0], clean[9:, 0])
+    torch.testing.assert_close(out[:, 1:], clean[:, 1:])
+
+
+# ---------------------------------------------------------------- defaults and nn.LSTM's calling conventions
+@pytest.mark.parametrize("name", NAMES)
+def test_one_default_dropout_from_the_class(name):
+    """A cell named for a dropout method acts with it when no dropout is given (0.1), whether built by
+    make_cell, by its class or by a policy; the others default to 0."""
+    from agents.memory import MemoryStack
+    from rl_lstm.registry import default_dropout
+
+    expected = 0.1 if cell_class(name).method != "pytorch" else 0.0
+    assert default_dropout(name) == cell_class(name).default_dropout() == expected
+    assert make_cell(name, 3, 4).dropout == cell_class(name)(3, 4).dropout == expected
+    assert make_cell(name, 3, 4, dropout=None).dropout == expected
+    assert MemoryStack(name, 3, 4, n_layers=2).layers[1].dropout == expected
+    assert make_cell(name, 3, 4, dropout=0.0).dropout == 0.0
+
+
+def test_signature_shows_the_documented_defaults():
+    import inspect
+
+    from rl_lstm import LSTM, GalLSTM
+
+    params = inspect.signature(LSTM).parameters
+    assert params["dropout_method"].default == "pytorch" and params["bias"].default is True
+    assert LSTM(3, 4, dropout=0.2).dropout_method == "pytorch"
+    assert GalLSTM(3, 4).dropout_method == "gal"  # the class's own method: the family default stands for it
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_first_is_the_transposed_call(name):
+    """``batch_first=True`` as in nn.LSTM: x, the output, episode starts and masks take the batch first;
+    the state keeps (1, batch, hidden)."""
+    cell = make_cell(name, 3, 4, dropout=0.5)
+    first = make_cell(name, 3, 4, dropout=0.5, batch_first=True)
+    first.load_state_dict(cell.state_dict())
+    assert "batch_first=True" in repr(first)
+    x, starts = torch.randn(6, 2, 3), _starts(6, 2, 0.3)
+    hidden = _states(name, 2, 4)
+    out, state = cell(x, hidden, starts)
+    out_first, state_first = first(x.transpose(0, 1), hidden, starts.t(), cell.last_masks.transpose(0, 1))
+    torch.testing.assert_close(out_first, out.transpose(0, 1))
+    for a, b in zip(_parts(state_first), _parts(state), strict=True):
+        torch.testing.assert_close(a, b)
+    assert first.last_masks.shape[:2] == (2, 6)
+    with pytest.raises(ValueError, match=r"x: expected a tensor of shape \(batch >= 1, seq_len >= 1, input_size=3\)"):
+        first(torch.randn(2, 6, 5))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unbatched_input_as_nn_lstm(name):
+    """x of shape (seq_len, input_size) is one sequence, as nn.LSTM takes it: each state part (1, hidden)."""
+    cell = make_cell(name, 3, 4, dropout=0.0)
+    x, starts = torch.randn(6, 3), torch.zeros(6)
+    starts[3] = 1
+    hidden = _states(name, 1, 4)
+    out, state = cell(x, _pack(tuple(t[:, 0] for t in _parts(hidden))), starts)
+    ref, ref_state = cell(x.unsqueeze(1), hidden, starts.unsqueeze(1))
+    assert out.shape == (6, 4)
+    torch.testing.assert_close(out, ref[:, 0])
+    for a, b in zip(_parts(state), _parts(ref_state), strict=True):
+        assert a.shape == (1, 4)
+        torch.testing.assert_close(a, b[:, 0])
+    if name in NN_MATH:  # the torch module's own unbatched call
+        module = make_cell(name, 3, 4, dropout=0.0).to_torch()
+        torch.testing.assert_close(cell.from_torch(module, dropout=0.0)(x)[0], module(x)[0])
+    with pytest.raises(ValueError, match=r"for unbatched input x \(seq_len, input_size\) expected each state part"):
+        cell(x, hidden)
+
+
+def test_unknown_arguments_and_numpy_sizes():
+    import numpy as np
+
+    with pytest.raises(ValueError, match=r"batch_size: cell='lstm' takes no such argument \(it takes bias, dropout"):
+        make_cell("lstm", 3, 4, batch_size=2)
+    cell = make_cell("gal", np.int64(3), np.int32(4))
+    assert (cell.input_size, cell.hidden_size) == (3, 4) and type(cell.input_size) is int
+
+
+# ---------------------------------------------------------------- trace, script, export, compile
+@pytest.mark.parametrize("name", NAMES)
+def test_trace_matches_eager_or_refuses(name):
+    """torch.jit.trace of a cell in eval mode records its Python path (never the opaque kernel): the
+    traced module computes what the cell does at the traced seq_len for any batch; at another seq_len
+    it gives the cell's result or refuses (never another number)."""
+    cell = make_cell(name, 3, 4).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seq_len in (1, 5):
+            traced = torch.jit.trace(cell, (torch.randn(seq_len, 2, 3), _states(name, 2, 4)), check_trace=False)
+            x, hidden = torch.randn(seq_len, 6, 3), _states(name, 6, 4)
+            for a, b in zip(traced(x, hidden), cell(x, hidden), strict=True):
+                for part, ref in zip(_parts(a), _parts(b), strict=True):
+                    torch.testing.assert_close(part, ref)
+            longer = torch.randn(seq_len + 2, 2, 3), _states(name, 2, 4)
+            try:
+                got = traced(*longer)[0]
+            except RuntimeError as e:
+                assert "elements in a list" in str(e)
+            else:  # nn.LSTM's and torch's sequence kernels trace with a free seq_len
+                torch.testing.assert_close(got, cell(*longer)[0])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_trace_refuses_what_it_would_freeze():
+    cell = make_cell("gal", 3, 4, dropout=0.5)
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match="trace it in eval mode"):
+        torch.jit.trace(cell, (x,))
+    cell.eval()
+    with pytest.raises(ValueError, match="episode_starts: torch.jit.trace would freeze"):
+        torch.jit.trace(lambda x, starts: cell(x, None, starts)[0], (x, torch.zeros(5, 2)))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "ln-zoneout", "nn"])
+def test_script_is_refused_by_name(name):
+    from agents.memory import MemoryStack
+
+    for module in (make_cell(name, 3, 4), MemoryStack(name, 3, 4)):
+        with pytest.raises(TypeError, match="torch.jit.script cannot compile"):
+            torch.jit.script(module)
+
+
+@pytest.mark.parametrize("name", ["lstm", "ln-gal", "gru", "rnn"])
+def test_torch_export_and_compile_match_eager(name):
+    """torch.export records the Python path at the example's shapes (others fail its guards); torch.compile
+    (here with the eager backend, to keep the test fast) runs the kernel through a graph break."""
+    cell = make_cell(name, 3, 4).eval()
+    x, hidden = torch.randn(5, 2, 3), _states(name, 2, 4)
+    exported = torch.export.export(cell, (x, hidden)).module()
+    torch.testing.assert_close(exported(x, hidden)[0], cell(x, hidden)[0])
+    compiled = torch.compile(cell, backend="eager")
+    torch.testing.assert_close(compiled(x, hidden)[0], cell(x, hidden)[0])

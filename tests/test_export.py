@@ -156,6 +156,39 @@ def test_the_batch_is_free(tmp_path):
             np.testing.assert_allclose(a.numpy(), b, atol=ATOL)
 
 
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("name", ["lstm", "ln-gal", "gru", "rnn"])
+def test_a_nan_stays_in_its_episode(name, fmt, tmp_path):
+    """A NaN observation poisons its row's state; an episode start in that row gives the state of a fresh
+    episode (reset by selection), and the other rows never see it: in the eager step and the file."""
+    model = _model(_cartpole(n_envs=1, seed=0), cell=name)
+    step = PolicyStep(model.policy)
+    run = _Runner(fmt, export(step, tmp_path / f"p{FORMATS[fmt]}", fmt), step)
+    obs, h, c, _ = (t.numpy() for t in step.example_inputs(batch=3, seed=2))
+    no_start, start_row0 = np.zeros(3, np.float32), np.array([1, 0, 0], np.float32)
+    poisoned = obs.copy()
+    poisoned[0, 1] = np.nan
+
+    def eager(*arrays):
+        th.distributions.Distribution.set_default_validate_args(False)  # NaN logits in the poisoned row
+        try:
+            with th.no_grad():
+                return [t.numpy() for t in step(*(th.as_tensor(a) for a in arrays))]
+        finally:
+            th.distributions.Distribution.set_default_validate_args(True)
+
+    for call in (eager, run):
+        _, h_bad, c_bad = call(poisoned, h, c, no_start)
+        _, h_clean, c_clean = call(obs, h, c, no_start)
+        assert np.isnan(h_bad[:, 0]).all()
+        np.testing.assert_allclose(h_bad[:, 1:], h_clean[:, 1:], atol=ATOL)
+        _, h_next, c_next = call(obs, h_bad, c_bad, start_row0)
+        _, h_fresh, c_fresh = call(obs, h_clean, c_clean, start_row0)
+        assert np.isfinite(h_next).all() and np.isfinite(c_next).all()
+        np.testing.assert_allclose(h_next[:, 0], h_fresh[:, 0], atol=ATOL)
+        np.testing.assert_allclose(c_next[:, 0], c_fresh[:, 0], atol=ATOL)
+
+
 # ---------------------------------------------------------------------- run folders and the command line
 def _run_dir(tmp_path, **policy_kwargs) -> Path:
     vec = VecNormalize(_cartpole(n_envs=2, seed=0))
@@ -185,7 +218,14 @@ def test_command_line_writes_both_formats(tmp_path, capsys):
     assert "h: float32 (n_layers=1, B, H=8)" in printed and "action: int64 (B)" in printed
     out = tmp_path / "elsewhere" / "policy.pt"
     assert main([str(run / "model.zip"), "--format", "torchscript", "--out", str(out)]) == 0
-    assert th.jit.load(str(out)) is not None
+    # Both files compute the saved policy's step, normalisation included.
+    step = PolicyStep(*load_policy(run))
+    inputs = step.example_inputs(batch=4, seed=3)
+    expected = [t.numpy() for t in step(*inputs)]
+    for fmt, path in (("onnx", run / "model.onnx"), ("torchscript", out)):
+        got = _Runner(fmt, path, step)(*(t.numpy() for t in inputs))
+        for a, b in zip(expected, got, strict=True):
+            np.testing.assert_allclose(a, b, atol=ATOL)
 
 
 def test_script_is_a_door(tmp_path):

@@ -160,10 +160,23 @@ def test_masked_recall_is_a_gymnasium_citizen():
     env = gym.make("MaskedRecall-v0")
     gym_check_env(env.unwrapped)
     sb3_check_env(env)
-    for mode in ("ansi", "rgb_array"):
-        rendered = gym.make("MaskedRecall-v0", render_mode=mode)
-        rendered.reset(seed=0)
-        assert rendered.render() is not None
+    # ansi: the step, the cue while it is shown, the allowed actions
+    text = gym.make("MaskedRecall-v0", render_mode="ansi")
+    obs, _ = text.reset(seed=0)
+    mask = text.unwrapped.action_masks()
+    allowed = "".join("x" if m else "." for m in mask)
+    assert text.render() == f"t=0 cue={int(np.argmax(obs[:-1]))} allowed={allowed}"
+    text.step(int(np.flatnonzero(mask)[0]))
+    mask = text.unwrapped.action_masks()
+    assert text.render() == f"t=1 cue=- allowed={''.join('x' if m else '.' for m in mask)}"
+    # rgb_array: a picture that changes when the cue disappears
+    picture = gym.make("MaskedRecall-v0", render_mode="rgb_array")
+    picture.reset(seed=0)
+    first = picture.render()
+    assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3 and first.std() > 0
+    picture.step(int(np.flatnonzero(picture.unwrapped.action_masks())[0]))
+    second = picture.render()
+    assert second.shape == first.shape and not np.array_equal(first, second)
 
 
 def _episode(env, seed, policy):
