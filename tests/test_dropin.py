@@ -512,3 +512,30 @@ def test_dict_policy_learns_a_memory_task_with_stacked_layers():
     pk = dict(cell="gal", dropout=0.1, n_lstm_layers=2, lstm_kwargs=dict(dropout=0.1), lstm_hidden_size=32,
               net_arch=dict(pi=[32], vf=[32]))  # fmt: skip
     assert _learn_cue("dict", pk, 12288) >= 0.95
+
+
+@pytest.mark.parametrize("name", ["lstm", "ln", "gru", "rnn"])
+@pytest.mark.parametrize("kernel_mode", ["auto", "0"])
+def test_stack_keeps_a_nan_in_its_episode(monkeypatch, name, kernel_mode):
+    """A NaN input poisons both layers' state of its row until that row's next episode start, no further;
+    with 0.5 between-layer dropout replayed, in the collection's one-step calls and in a sequence call."""
+    from rl_lstm import kernel
+
+    monkeypatch.setenv(kernel.ENV, kernel_mode)
+    stack = MemoryStack(name, 3, 4, n_layers=2, layer_dropout=0.5)
+    x = th.randn(24, 2, 3)
+    starts = th.zeros(24, 2)
+    starts[0] = 1
+    starts[10, 0] = 1
+    clean, _ = stack(x, None, starts)
+    masks = stack.last_masks
+    x[3, 0, 0] = float("nan")
+    out, _ = stack(x, None, starts, masks)
+    state, steps = None, []
+    for t in range(24):
+        o, state = stack(x[t : t + 1], state, starts[t : t + 1], masks[t : t + 1])
+        steps.append(o)
+    for got in (out, th.cat(steps)):
+        assert got[3:10, 0].isnan().all()
+        th.testing.assert_close(got[10:, 0], clean[10:, 0], atol=1e-5, rtol=0)
+        th.testing.assert_close(got[:, 1], clean[:, 1], atol=1e-5, rtol=0)
