@@ -25,7 +25,7 @@ TINY = [
 ]  # fmt: skip
 
 
-def run(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+def run(*args: str, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, TRAIN, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs
     )
@@ -195,7 +195,7 @@ def _start(out: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 90) -> int:
+def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 900) -> int:
     deadline = time.time() + timeout
     marker = out / "checkpoints" / "last.json"
     while time.time() < deadline:
@@ -403,7 +403,7 @@ def test_dict_and_image_observations_train_evaluate_resume_and_export(env_id, po
     assert json.loads((out / "eval.json").read_text())["timesteps"] >= 96
     export = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "export.py"), str(out), "--format", "torchscript"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
     )  # fmt: skip
     assert export.returncode == 0, export.stderr
     assert (out / "model.pt").is_file()
