@@ -275,7 +275,7 @@ def test_resume_applies_changed_arguments_and_keeps_the_logs(tmp_path):
     log_before = (out / "log.txt").read_text()
     proc = run("--resume", str(out), "--total-timesteps", "192", "--hyperparams", "ent_coef=0.5", "n_epochs=2")
     assert proc.returncode == 0, proc.stderr
-    assert "ent_coef=0.5 (was 'the entry or default')" in proc.stdout and "n_epochs=2 (was 1)" in proc.stdout
+    assert "ent_coef=0.5 (was 0.0)" in proc.stdout and "n_epochs=2 (was 1)" in proc.stdout
     model = RecurrentPPO.load(out / "model.zip", device="cpu")
     assert (model.ent_coef, model.n_epochs, model.n_steps, model.batch_size) == (0.5, 2, 16, 32)
     resumed = yaml.safe_load((out / "config.resumed-128.yaml").read_text())

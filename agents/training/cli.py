@@ -128,7 +128,8 @@ def config_from_args(args: argparse.Namespace, log: Any = print) -> tuple[TrainC
     changes = [f"{k}={v!r} (was {recorded.get(k)!r})" for k, v in given.items() if k != "hyperparams"
                and recorded.get(k) != v]  # fmt: skip
     old_hp, new_hp = recorded.get("hyperparams") or {}, given.get("hyperparams", {})
-    changes += [f"{k}={new_hp[k]!r} (was {old_hp.get(k, 'the entry or default')!r})" for k in new_hp
+    old_kwargs = TrainConfig(**recorded).algo_kwargs()  # the entry's values under the recorded overrides
+    changes += [f"{k}={new_hp[k]!r} (was {old_kwargs.get(k, 'the default')!r})" for k in new_hp
                 if old_hp.get(k) != new_hp[k]]  # fmt: skip
     origin = source if recorded else "the command line (no config.yaml found)"
     log(f"resuming {model} ({steps} steps) with the configuration of {origin}"
