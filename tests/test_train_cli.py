@@ -311,7 +311,8 @@ def test_resume_refuses_what_the_saved_model_fixes(args, message, tmp_path):
 
 
 def test_resume_reads_a_hand_edited_config(tmp_path):
-    """config.yaml edited by hand: an argument is applied, a different memory is refused."""
+    """config.yaml edited by hand: an argument is applied; a different memory, or an edit of the derived
+    algo_kwargs (which would be lost), is refused."""
     out = tmp_path / "run"
     _first_run(out, "--no-tensorboard")
     recorded = yaml.safe_load((out / "config.yaml").read_text())
@@ -319,6 +320,9 @@ def test_resume_reads_a_hand_edited_config(tmp_path):
     (out / "config.yaml").write_text(yaml.safe_dump({**edited, "cell": "ln"}))
     proc = run("--resume", str(out), "--total-timesteps", "192")
     assert proc.returncode == 2 and "cell='ln' (the model's: 'gal')" in proc.stderr, proc.stderr
+    (out / "config.yaml").write_text(yaml.safe_dump({**edited, "algo_kwargs": {**edited["algo_kwargs"], "gamma": 0.5}}))
+    proc = run("--resume", str(out), "--total-timesteps", "192")
+    assert proc.returncode == 2 and "algo_kwargs gamma=0.5 (the fields give 0.98)" in proc.stderr, proc.stderr
     (out / "config.yaml").write_text(yaml.safe_dump(edited))
     proc = run("--resume", str(out), "--total-timesteps", "192")
     assert proc.returncode == 0, proc.stderr

@@ -84,7 +84,21 @@ def load_run_config(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in data.items() if k in fields}
+    recorded = {k: v for k, v in data.items() if k in fields}
+    written = data.get("algo_kwargs")
+    # algo_kwargs is derived from the fields (the entry under `hyperparams:`): an edit made there alone
+    # would be silently lost, so it is refused; a key that `hyperparams:` sets differs by design.
+    if isinstance(written, dict):
+        derived = TrainConfig(**recorded).algo_kwargs()
+        overrides = recorded.get("hyperparams") or {}
+        edited = sorted(k for k in {*written, *derived} if written.get(k) != derived.get(k) and k not in overrides)
+        if edited:
+            diff = ", ".join(f"{k}={written.get(k)!r} (the fields give {derived.get(k)!r})" for k in edited)
+            raise ConfigError(
+                f"{path}: algo_kwargs {diff}: algo_kwargs records what the hyperparameter entry and `hyperparams:` "
+                "give; put a change under `hyperparams:` (or pass --hyperparams)"
+            )
+    return recorded
 
 
 # What a resumed run cannot change, each with its flag: the environment, the algorithm and the memory
