@@ -84,7 +84,20 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.timings = {"collect": 0.0, "train": 0.0}
         super().__init__(*args, **kwargs)
 
+    def _check_arguments(self) -> None:
+        """ValueError naming the first argument out of its range. Run by :meth:`_setup_model`, so a model
+        loaded with changed arguments (``load(..., ent_coef=...)``) is checked as a new one is."""
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value!r}: expected a number in [0, 1]")
+        if not self.ent_coef >= 0.0:
+            raise ValueError(f"ent_coef={self.ent_coef!r}: expected a number >= 0")
+        if not self.max_grad_norm > 0.0:
+            raise ValueError(f"max_grad_norm={self.max_grad_norm!r}: expected a positive number")
+
     def _setup_model(self) -> None:
+        self._check_arguments()
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         stock = self.policy_class if self.policy_class in _STOCK_POLICIES else None

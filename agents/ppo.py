@@ -96,6 +96,11 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
     def _chunk_batch_size(self) -> int | None:
         return self.batch_size
 
+    def _check_arguments(self) -> None:
+        super()._check_arguments()
+        if isinstance(self.n_epochs, bool) or not isinstance(self.n_epochs, int) or self.n_epochs < 1:
+            raise ValueError(f"n_epochs={self.n_epochs!r}: expected a positive integer")
+
     def _setup_model(self) -> None:
         super()._setup_model()
         self.clip_range = FloatSchedule(self.clip_range)

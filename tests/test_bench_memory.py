@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ RECORD_KEYS = {
 }  # fmt: skip
 
 
-def bench(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def bench(*args: str, env: dict[str, str] | None = None, timeout: float = 1200) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args],
         capture_output=True,
@@ -63,12 +64,12 @@ def test_quick_sweep_writes_a_record_per_run_and_the_report(quick):
         assert set(record) >= RECORD_KEYS, stem
         assert record["status"] == "ok" and record["error"] is None and record["attempts"] == 1
         assert record["env"] == env and record["name"] == stem and record["config"]["env"] == env
-        assert isinstance(record["final_return_mean"], float) and record["final_return_std"] >= 0
+        assert math.isfinite(record["final_return_mean"]) and math.isfinite(record["final_return_std"])
         assert record["curve"] and all(len(point) == 2 for point in record["curve"])
         assert record["env_steps_per_s"] > 0 and record["wall_time_s"] > 0
         if record["cell"] is None:  # baselines do not take the recurrent update's chunk length
             assert "seq_len" not in record["config"]["hyperparams"]
-    assert not list((out / "work").glob("*/*")), "training folders are removed once recorded"
+    assert not (out / "work").exists(), "training folders, and the folders they leave empty, are removed"
 
     data = json.loads((out / "memory.json").read_text())
     assert set(data["envs"]) == {env for env, _ in runs}
@@ -80,6 +81,8 @@ def test_quick_sweep_writes_a_record_per_run_and_the_report(quick):
         assert f"## {env}" in text and f"memory_{env}.png" in text
         assert (out / f"memory_{env}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| algo | memory | final return |" in text and "FAILED" not in text
+    assert "A smoke run (`--quick`)" in text and data["smoke_run"] is True
+    assert "Which memory should I use" not in text, "a smoke run's returns are not findings"
 
 
 def test_a_second_run_skips_the_finished_runs(quick):

@@ -55,7 +55,7 @@ def tiny(command: str) -> list[str]:
 
 def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     argv = [argv[0], str(ROOT / argv[1]), *argv[2:]]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=cwd)  # a hang guard, not a speed bound
 
 
 def test_the_readme_has_commands_and_code():
@@ -78,8 +78,6 @@ def test_readme_command_runs(command, tmp_path):
 
 @pytest.mark.parametrize("code", [code for _, code in blocks("python")], ids=lambda c: c.split("\n", 1)[0][:40])
 def test_readme_python_block_runs(code, tmp_path):
-    if "onnxruntime" in code:
-        pytest.importorskip("onnxruntime")  # the export extra
     code = re.sub(r"\.learn\(\s*[\d_]+", ".learn(256", code)  # a tiny budget for training examples
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, f"{code}\n{proc.stderr[-3000:]}"

@@ -25,7 +25,7 @@ TINY = [
 ]  # fmt: skip
 
 
-def run(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+def run(*args: str, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, TRAIN, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs
     )
@@ -45,6 +45,8 @@ def test_happy_path_writes_the_run_folder(tmp_path):
     assert list(out.glob("events.out.tfevents.*")), "TensorBoard events"
     config = (out / "config.yaml").read_text()
     assert "cell: gal" in config and "dropout: 0.1" in config and "n_steps: 16" in config
+    progress = [line for line in proc.stdout.splitlines() if line.split(" ", 1)[0].endswith("/256")]
+    assert progress and progress[-1].startswith("256/256 steps: mean return"), "progress without a terminal"
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,15 @@ def test_happy_path_writes_the_run_folder(tmp_path):
         (["--hyperparams", "seq_len=7"], "seq_len=7: expected a positive divisor of n_steps=32"),
         (["--env-package", "no_such_module_xyz"], "--env-package 'no_such_module_xyz': cannot import it"),
         (["--resume", "/nonexistent/run"], "--resume '/nonexistent/run': expected a run folder"),
+        (["--hyperparams", "n_epochs=0"], "n_epochs=0: expected a positive integer"),
+        (["--hyperparams", "gamma=1.5"], "gamma=1.5: expected a number in [0, 1]"),
+        (["--hyperparams", "gae_lambda=2"], "gae_lambda=2: expected a number in [0, 1]"),
+        (["--hyperparams", "ent_coef=-1"], "ent_coef=-1: expected a number >= 0"),
+        (["--hyperparams", "max_grad_norm=-1"], "max_grad_norm=-1: expected a positive number"),
+        (["--hyperparams", "normalize=true"], "hyperparams normalize: a setting of the run"),
+        (["--hyperparams", "normalize=true"], "use --normalize"),
+        (["--hyperparams", "n_envs=4"], "use --n-envs"),
+        (["--env", "LunarLander-v3"], "env='LunarLander-v3': a package it needs is not installed: Box2D"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(args, message, tmp_path):
@@ -83,6 +94,25 @@ def test_bad_input_exits_2_with_a_message(args, message, tmp_path):
 def test_cuda_without_a_gpu_is_an_error_not_a_silent_fallback(tmp_path):
     proc = run("--device", "cuda", "--out", str(tmp_path / "run"))
     assert proc.returncode == 2 and "no such CUDA device on this machine" in proc.stderr
+
+
+def test_out_on_an_existing_file_is_an_error(tmp_path):
+    out = tmp_path / "file"
+    out.write_text("not a folder\n")
+    proc = run("--total-timesteps", "64", "--out", str(out))
+    assert proc.returncode == 2 and "--out" in proc.stderr and "an existing file" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and out.read_text() == "not a folder\n"
+
+
+def test_a_missing_env_module_names_it(tmp_path):
+    (tmp_path / "needs_a_module.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('NeedsAModule-v0', entry_point='no_such_physics_engine_xyz:Env')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = run("--env", "NeedsAModule-v0", "--env-package", "needs_a_module", "--out", str(tmp_path / "run"), env=env)
+    assert proc.returncode == 2 and "no_such_physics_engine_xyz" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
 
 
 def test_a_failed_build_leaves_an_existing_run_untouched(tmp_path):
@@ -165,7 +195,7 @@ def _start(out: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 90) -> int:
+def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 900) -> int:
     deadline = time.time() + timeout
     marker = out / "checkpoints" / "last.json"
     while time.time() < deadline:
@@ -229,3 +259,155 @@ def test_same_seed_same_learning_curve(tmp_path):
         results.append((_curve(out), json.loads((out / "eval.json").read_text())["mean_return"]))
     assert results[0] == results[1]
     assert len(results[0][0]) >= 5
+
+
+def _first_run(out: Path, *extra: str, steps: int = 128) -> None:
+    proc = run("--cell", "gal", "--total-timesteps", str(steps), "--out", str(out), *TINY, *extra)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_resume_applies_changed_arguments_and_keeps_the_logs(tmp_path):
+    """--hyperparams on resume changes the model's arguments (not only the record), merges into the recorded
+    overrides, and the continuation appends to progress.csv and log.txt."""
+    out = tmp_path / "run"
+    _first_run(out)
+    rows_before = (out / "progress.csv").read_text().splitlines()
+    log_before = (out / "log.txt").read_text()
+    proc = run("--resume", str(out), "--total-timesteps", "192", "--hyperparams", "ent_coef=0.5", "n_epochs=2")
+    assert proc.returncode == 0, proc.stderr
+    assert "ent_coef=0.5 (was 0.0)" in proc.stdout and "n_epochs=2 (was 1)" in proc.stdout
+    model = RecurrentPPO.load(out / "model.zip", device="cpu")
+    assert (model.ent_coef, model.n_epochs, model.n_steps, model.batch_size) == (0.5, 2, 16, 32)
+    resumed = yaml.safe_load((out / "config.resumed-128.yaml").read_text())
+    assert resumed["hyperparams"] == dict(n_steps=16, batch_size=32, seq_len=16, n_epochs=2, ent_coef=0.5)
+    rows_after = (out / "progress.csv").read_text().splitlines()
+    assert rows_after[: len(rows_before)] == rows_before and len(rows_after) == len(rows_before) + 2
+    assert (out / "log.txt").read_text().startswith(log_before)
+    # The next resume starts from the configuration last recorded, not from the first one.
+    proc = run("--resume", str(out), "--total-timesteps", "256")
+    assert proc.returncode == 0, proc.stderr
+    assert "config.resumed-128.yaml" in proc.stdout
+    assert RecurrentPPO.load(out / "model.zip", device="cpu").ent_coef == 0.5
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cell", "ln"], "--cell 'ln': a resumed run keeps its cell ('gal'"),
+        (["--hidden-size", "16"], "--hidden-size 16: a resumed run keeps its hidden_size (8"),
+        (["--env", "CartPoleNoVel-v1"], "--env 'CartPoleNoVel-v1': a resumed run keeps its env"),
+        (["--hyperparams", "policy_kwargs={net_arch: [16]}"], "net_arch=[16] (the model's: {'pi': [64], 'vf': [64]})"),
+        (["--normalize"], "normalize='obs-reward', but the model learned without normalised observations"),
+    ],
+)
+def test_resume_refuses_what_the_saved_model_fixes(args, message, tmp_path):
+    out = tmp_path / "run"
+    _first_run(out, "--no-tensorboard")
+    before = sorted(p.name for p in out.iterdir())
+    proc = run("--resume", str(out), "--total-timesteps", "192", *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_resume_reads_a_hand_edited_config(tmp_path):
+    """config.yaml edited by hand: an argument is applied; a different memory, or an edit of the derived
+    algo_kwargs (which would be lost), is refused."""
+    out = tmp_path / "run"
+    _first_run(out, "--no-tensorboard")
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    edited = {**recorded, "hyperparams": {**recorded["hyperparams"], "ent_coef": 0.25}}
+    (out / "config.yaml").write_text(yaml.safe_dump({**edited, "cell": "ln"}))
+    proc = run("--resume", str(out), "--total-timesteps", "192")
+    assert proc.returncode == 2 and "cell='ln' (the model's: 'gal')" in proc.stderr, proc.stderr
+    (out / "config.yaml").write_text(yaml.safe_dump({**edited, "algo_kwargs": {**edited["algo_kwargs"], "gamma": 0.5}}))
+    proc = run("--resume", str(out), "--total-timesteps", "192")
+    assert proc.returncode == 2 and "algo_kwargs gamma=0.5 (the fields give 0.98)" in proc.stderr, proc.stderr
+    (out / "config.yaml").write_text(yaml.safe_dump(edited))
+    proc = run("--resume", str(out), "--total-timesteps", "192")
+    assert proc.returncode == 0, proc.stderr
+    assert RecurrentPPO.load(out / "model.zip", device="cpu").ent_coef == 0.25
+
+
+def test_a_corrupt_last_checkpoint_does_not_block_resume(tmp_path):
+    out = tmp_path / "run"
+    _first_run(out, "--no-tensorboard", steps=192)
+    (out / "checkpoints" / "last.zip").write_bytes(b"PK\x03\x04 cut short")
+    proc = run("--resume", str(out), "--total-timesteps", "256")
+    assert proc.returncode == 0, proc.stderr
+    assert f"skipping {out / 'checkpoints' / 'last.zip'}" in proc.stdout
+    assert "(64 steps to go;" in proc.stdout, "from model.zip (192 steps)"
+    # A damaged final model: the newest readable checkpoint instead (last.zip, rewritten at 256), named.
+    data = bytearray((out / "model.zip").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (out / "model.zip").write_bytes(bytes(data))
+    proc = run("--resume", str(out), "--total-timesteps", "320")
+    assert proc.returncode == 0, proc.stderr
+    assert f"resuming from {out / 'checkpoints' / 'last.zip'} (256 steps), the newest readable" in proc.stdout
+
+
+def test_a_second_run_on_a_folder_in_use_stops_naming_the_holder(tmp_path):
+    out = tmp_path / "run"
+    first = _start(out)
+    try:
+        _wait_for_checkpoint(first, out)
+        proc = run("--resume", str(out), "--total-timesteps", "100000000")
+        assert proc.returncode == 2, proc.stderr
+        assert f"in use by process {first.pid}" in proc.stderr, proc.stderr
+        assert first.poll() is None, "the first run goes on"
+    finally:
+        first.kill()
+    first.wait(timeout=30)
+    # The lock of a killed process is stale: the next run takes it over.
+    proc = run("--resume", str(out), "--total-timesteps", str(_checkpoint_steps(out) + 32))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / ".train.lock").read_text().strip() != str(first.pid)
+
+
+def _checkpoint_steps(out: Path) -> int:
+    return json.loads((out / "checkpoints" / "last.json").read_text())["timesteps"]
+
+
+def test_a_checkpoint_keeps_its_own_statistics(tmp_path):
+    """The statistics a resumed run starts from are those saved with the model in one file, even where the
+    file beside it belongs to another save (a kill between two renames)."""
+    from agents.training import TrainConfig
+    from agents.training.checkpoints import save_atomically
+    from agents.training.run import make_training_envs
+
+    config = TrainConfig(n_envs=2, normalize="obs", hyperparams=dict(n_steps=16, batch_size=32, seq_len=16))
+    env = make_training_envs(config, None)
+    model = RecurrentPPO("CellLstmPolicy", env, n_steps=16, batch_size=32, seq_len=16, n_epochs=1,
+                         policy_kwargs=dict(lstm_hidden_size=8))  # fmt: skip
+    model.learn(32)
+    save_atomically(model, tmp_path / "last.zip")
+    count = env.obs_rms.count
+    stale = tmp_path / "stale.zip"
+    model.learn(64, reset_num_timesteps=False)
+    save_atomically(model, stale)
+    os.replace(tmp_path / "stale_vecnormalize.pkl", tmp_path / "last_vecnormalize.pkl")
+    resumed = make_training_envs(config, tmp_path / "last.zip")
+    assert resumed.obs_rms.count == count
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name], "no temporary file left"
+
+
+@pytest.mark.parametrize("env_id, policy", [("CueDict-v0", "MultiInputCellLstmPolicy"),
+                                            ("CueImage-v0", "CnnCellLstmPolicy")])  # fmt: skip
+def test_dict_and_image_observations_train_evaluate_resume_and_export(env_id, policy, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    common = ["--env-package", "cue_env_ids", "--no-tensorboard"]
+    proc = run("--env", env_id, "--total-timesteps", "64", "--eval-freq", "32", "--out", str(out), *TINY, *common,
+               env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"eval {env_id} ppo/lstm: mean_return=")
+    assert type(RecurrentPPO.load(out / "model.zip", device="cpu").policy).__name__ == policy
+    proc = run("--resume", str(out), "--total-timesteps", "96", *common, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "eval.json").read_text())["timesteps"] >= 96
+    export = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "export.py"), str(out), "--format", "torchscript"],
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    assert (out / "model.pt").is_file()

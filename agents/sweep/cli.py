@@ -76,6 +76,15 @@ def _check_ray() -> None:
         ) from None
 
 
+def remove_empty_folders(root: Path) -> None:
+    """``root`` and the folders under it that the removed training folders left empty."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [root]:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pin_threads(args.threads)  # the runs' thread count, as the report's machine description says
@@ -142,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             backend.close(abort=True)
             return 130
         backend.close()
-    report(out, tasks, command)
+    if not args.keep_work:
+        remove_empty_folders(out / "work")
+    report(out, tasks, command, smoke=args.quick)
     print(f"report: {out / 'memory.md'}")
     if any(read_record(record_path(out, t)) is None for t in tasks) and not args.report_only:
         status = 1

@@ -134,8 +134,16 @@ def _steps(value: float | None) -> str:
     return "—" if value is None else f"{value / 1000:.1f}k"
 
 
+SMOKE_NOTE = (
+    "**A smoke run (`--quick`)**: budgets of a few hundred steps that check the sweep runs end to end. The "
+    "returns below say nothing about which memory is better, so no row is ranked here; the full sweep "
+    "(without `--quick`) makes the findings."
+)
+
+
 def markdown(data: dict[str, Any], header: dict[str, Any]) -> str:
     machine = header["machine"]
+    smoke = header.get("smoke_run", False)
     lines = [
         "# Memory benchmark",
         "",
@@ -149,9 +157,7 @@ def markdown(data: dict[str, Any], header: dict[str, Any]) -> str:
         "training curve (`rollout/ep_rew_mean`, stochastic policy, last 100 episodes) reaches the threshold; "
         "— when the median seed never did. Env-steps/s: median over seeds, training only.",
         "",
-        *which_memory(data),
-        "",
-        *ladder_table(data),
+        *([SMOKE_NOTE] if smoke else [*which_memory(data), "", *ladder_table(data)]),
     ]
     for env, block in data.items():
         s = block["settings"]
@@ -231,10 +237,13 @@ def plot(env: str, block: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
-def report(out: Path, tasks: list[RunTask], command: str) -> dict[str, Any]:
+def report(out: Path, tasks: list[RunTask], command: str, smoke: bool = False) -> dict[str, Any]:
+    """``memory.json``, ``memory.md`` and the plots; ``smoke``: the runs are a smoke test (``--quick``),
+    which the report says instead of ranking them."""
     data = aggregate(out, tasks)
     header = {
         "command": command,
+        "smoke_run": smoke,
         "machine": machine_info(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -5,29 +5,64 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.training.config import ConfigError
 
+#: The entry of a saved model's zip that holds the VecNormalize statistics saved with it: written into the
+#: same file before its one rename, so that a model is never seen with another save's statistics.
+STATS_ENTRY = "vecnormalize.pkl"
+
+
+def _temporary(path: Path) -> Path:
+    """A temporary name beside ``path``, unique to this process (two writers never share one)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+
 
 def save_atomically(model: BaseAlgorithm, path: Path) -> None:
-    """Save the model (and VecNormalize statistics beside it): write a temporary file, then
-    rename, so that a run killed while saving keeps its previous complete file."""
+    """Save the model with its VecNormalize statistics inside the same zip (:data:`STATS_ENTRY`) and a copy
+    of them beside it (``<stem>_vecnormalize.pkl``, for users and the exporter): each file is written under a
+    temporary name, then renamed, so that a run killed while saving keeps its previous complete files, and
+    a model file always holds its own statistics."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.zip")
+    tmp = _temporary(path)
     model.save(tmp)
-    os.replace(tmp, path)
     env = model.get_vec_normalize_env()
     if env is not None:
-        stats = vecnormalize_path(path)
-        tmp_stats = stats.with_name(f".{stats.name}.tmp")
-        env.save(str(tmp_stats))
-        os.replace(tmp_stats, stats)
+        stats = pickle.dumps(env)  # what VecNormalize.save writes (the wrapped environments left out)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(STATS_ENTRY, stats)
+        beside = vecnormalize_path(path)
+        tmp_stats = _temporary(beside)
+        tmp_stats.write_bytes(stats)
+        os.replace(tmp_stats, beside)
+    os.replace(tmp, path)
+
+
+def load_statistics(model: Path, venv: VecEnv) -> VecNormalize | None:
+    """The VecNormalize statistics saved with ``model`` around ``venv``: those inside its zip, else (a model
+    saved before they were kept there) the file beside it; None where it has none."""
+    with zipfile.ZipFile(model) as archive:
+        if STATS_ENTRY in archive.namelist():
+            stats = pickle.loads(archive.read(STATS_ENTRY))
+            stats.set_venv(venv)
+            return stats
+    beside = vecnormalize_path(model)
+    return VecNormalize.load(str(beside), venv) if beside.is_file() else None
+
+
+def has_statistics(model: Path) -> bool:
+    """Whether ``model`` was saved with VecNormalize statistics (inside it, or beside it)."""
+    with zipfile.ZipFile(model) as archive:
+        return STATS_ENTRY in archive.namelist() or vecnormalize_path(model).is_file()
 
 
 def save_checkpoint(model: BaseAlgorithm, run_dir: Path) -> Path:
@@ -35,7 +70,7 @@ def save_checkpoint(model: BaseAlgorithm, run_dir: Path) -> Path:
     ckpt = run_dir / "checkpoints"
     save_atomically(model, ckpt / "last.zip")
     save_atomically(model, ckpt / f"model_{model.num_timesteps}_steps.zip")
-    tmp = ckpt / ".last.json.tmp"
+    tmp = _temporary(ckpt / "last.json")
     tmp.write_text(json.dumps({"timesteps": model.num_timesteps}))
     os.replace(tmp, ckpt / "last.json")
     return ckpt / "last.zip"
@@ -69,26 +104,51 @@ def raise_stop(signum: int, frame: Any) -> None:
 
 
 def saved_timesteps(path: Path) -> int:
-    """The timestep count stored in a saved model (SB3's zip holds it in its ``data`` entry)."""
+    """The timestep count stored in a saved model (SB3's zip holds it in its ``data`` entry); a ConfigError
+    where the file is not a complete saved model (truncated, corrupt, or without its parameters)."""
     try:
-        with zipfile.ZipFile(path) as z:
-            return int(json.loads(z.read("data"))["num_timesteps"])
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # the CRC of every entry: a damaged file is refused here, not half-loaded
+            if bad is not None:
+                raise ValueError(f"entry {bad!r} is damaged")
+            if "policy.pth" not in archive.namelist():
+                raise ValueError("it holds no policy.pth")
+            return int(json.loads(archive.read("data"))["num_timesteps"])
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise ConfigError(f"--resume {str(path)!r}: not a readable saved model ({e})") from None
 
 
-def resolve_resume(path: str | Path) -> Path:
-    """A model .zip, or a run folder -> the newest of its last checkpoint and its final model (a finished
-    run's model.zip is newer than its last periodic checkpoint)."""
+def resolve_resume(path: str | Path, log: Callable[[str], None] | None = None) -> Path:
+    """A model .zip, or a run folder -> the newest readable one of its final model, its last checkpoint and
+    its numbered checkpoints (a finished run's model.zip is newer than its last periodic checkpoint). An
+    unreadable candidate is passed over, and ``log`` says so."""
     path = Path(path)
     if path.is_file() and path.suffix == ".zip":
+        saved_timesteps(path)  # refuse a damaged file by name
         return path
-    candidates = [p for p in (path / "checkpoints" / "last.zip", path / "model.zip") if p.is_file()]
+    ckpt = path / "checkpoints"
+    named = [path / "model.zip", ckpt / "last.zip"]
+    numbered = sorted(ckpt.glob("model_*_steps.zip")) if ckpt.is_dir() else []
+    candidates = [p for p in [*named, *numbered] if p.is_file()]
     if not candidates:
         raise ConfigError(
             f"--resume {str(path)!r}: expected a run folder with checkpoints/last.zip or model.zip, or a model .zip"
         )
-    return max(candidates, key=saved_timesteps)
+    readable: dict[Path, int] = {}
+    for candidate in candidates:
+        try:
+            readable[candidate] = saved_timesteps(candidate)
+        except ConfigError as e:
+            if log is not None:
+                log(f"skipping {candidate}: {str(e).split(': ', 1)[1]}")
+    if not readable:
+        names = ", ".join(map(str, candidates))
+        raise ConfigError(f"--resume {str(path)!r}: none of {names} is a readable saved model")
+    newest = max(readable.values())
+    chosen = next(p for p in readable if readable[p] == newest)  # model.zip (the final save) first
+    if log is not None and len(readable) < len(candidates):
+        log(f"resuming from {chosen} ({newest} steps), the newest readable model")
+    return chosen
 
 
 def run_folder_of(model: Path) -> Path:
@@ -113,7 +173,7 @@ class SaveVecNormalize(BaseCallback):
         env = self.model.get_vec_normalize_env()
         if env is not None:
             target = vecnormalize_path(self.best_model)
-            tmp = target.with_name(f".{target.name}.tmp")
+            tmp = _temporary(target)
             env.save(str(tmp))
             os.replace(tmp, target)
         return True

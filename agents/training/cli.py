@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import time
 from pathlib import Path
@@ -19,8 +20,8 @@ import yaml
 
 from agents.training.algos import ALGOS
 from agents.training.checkpoints import Stop, resolve_resume, run_folder_of, saved_timesteps
-from agents.training.config import ConfigError, TrainConfig, check_config, parse_hyperparams
-from agents.training.run import train
+from agents.training.config import ConfigError, TrainConfig, check_config, parse_hyperparams, policy_kwargs_dict
+from agents.training.run import latest_config, train
 from rl_lstm.bench.args import integer_arg, probability
 
 
@@ -72,47 +73,96 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def load_run_config(run_dir: Path) -> dict[str, Any]:
-    """The TrainConfig fields recorded in a run's ``config.yaml`` ({} where there is none)."""
-    path = run_dir / "config.yaml"
+def load_run_config(path: Path) -> dict[str, Any]:
+    """The TrainConfig fields recorded in a run's configuration file ({} where there is none)."""
     if not path.is_file():
         return {}
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in data.items() if k in fields}
+    recorded = {k: v for k, v in data.items() if k in fields}
+    written = data.get("algo_kwargs")
+    # algo_kwargs is derived from the fields (the entry under `hyperparams:`): an edit made there alone
+    # would be silently lost, so it is refused; a key that `hyperparams:` sets differs by design.
+    if isinstance(written, dict):
+        derived = TrainConfig(**recorded).algo_kwargs()
+        overrides = recorded.get("hyperparams") or {}
+        edited = sorted(k for k in {*written, *derived} if written.get(k) != derived.get(k) and k not in overrides)
+        if edited:
+            diff = ", ".join(f"{k}={written.get(k)!r} (the fields give {derived.get(k)!r})" for k in edited)
+            raise ConfigError(
+                f"{path}: algo_kwargs {diff}: algo_kwargs records what the hyperparameter entry and `hyperparams:` "
+                "give; put a change under `hyperparams:` (or pass --hyperparams)"
+            )
+    return recorded
+
+
+# What a resumed run cannot change, each with its flag: the environment, the algorithm and the memory
+# (the saved network's shape). The policy_kwargs are checked against the saved model itself.
+FIXED_ON_RESUME = {"env": "--env", "algo": "--algo", "cell": "--cell", "dropout": "--dropout",
+                   "hidden_size": "--hidden-size"}  # fmt: skip
+
+
+def merge_hyperparams(recorded: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The recorded overrides with the given ones on top, ``policy_kwargs`` merged key by key."""
+    merged = {**recorded, **given}
+    if "policy_kwargs" in recorded and "policy_kwargs" in given:
+        merged["policy_kwargs"] = {**policy_kwargs_dict(recorded["policy_kwargs"]),
+                                   **policy_kwargs_dict(given["policy_kwargs"])}  # fmt: skip
+    return merged
 
 
 def config_from_args(args: argparse.Namespace, log: Any = print) -> tuple[TrainConfig, Path | None]:
-    """The configuration and the model to resume from. A resumed run starts from its own ``config.yaml``;
-    only the options given explicitly override it (and the log says which)."""
+    """The configuration and the model to resume from. A resumed run starts from its configuration as last
+    recorded (``config.yaml``, or the newest ``config.resumed-<steps>.yaml``); the options given explicitly
+    change it (``--hyperparams`` on top of the recorded overrides) and the log says which. What the saved
+    model fixes (environment, algorithm, memory) cannot change."""
     given = given_options(args)
     if args.resume is None:
         config = TrainConfig(**given)
         if "cell" in given and ALGOS[config.algo].memory != "cell":
             raise ConfigError(f"cell={config.cell!r}: algo {config.algo!r} has no memory cell ({config.memory})")
         return config, None
-    model = resolve_resume(args.resume)
-    recorded = load_run_config(run_folder_of(model))
-    overridden = {k: v for k, v in given.items() if k in recorded and recorded[k] != v}
-    changed = ", ".join(f"{k}={v!r} (was {recorded[k]!r})" for k, v in overridden.items())
-    source = run_folder_of(model) / "config.yaml" if recorded else "the command line (no config.yaml found)"
-    log(f"resuming {model} ({saved_timesteps(model)} steps) with the configuration of {source}"
-        + (f"; overridden: {changed}" if changed else ""))  # fmt: skip
+    model = resolve_resume(args.resume, log)
+    steps = saved_timesteps(model)
+    source = latest_config(run_folder_of(model), steps)
+    recorded = load_run_config(source)
+    if "hyperparams" in given:
+        given["hyperparams"] = merge_hyperparams(recorded.get("hyperparams") or {}, given["hyperparams"])
+    for key, flag in FIXED_ON_RESUME.items():
+        if key in given and key in recorded and given[key] != recorded[key]:
+            raise ConfigError(
+                f"{flag} {given[key]!r}: a resumed run keeps its {key} ({recorded[key]!r}, {source}); "
+                "start a new run to change it"
+            )
+    changes = [f"{k}={v!r} (was {recorded.get(k)!r})" for k, v in given.items() if k != "hyperparams"
+               and recorded.get(k) != v]  # fmt: skip
+    old_hp, new_hp = recorded.get("hyperparams") or {}, given.get("hyperparams", {})
+    old_kwargs = TrainConfig(**recorded).algo_kwargs()  # the entry's values under the recorded overrides
+    changes += [f"{k}={new_hp[k]!r} (was {old_kwargs.get(k, 'the default')!r})" for k in new_hp
+                if old_hp.get(k) != new_hp[k]]  # fmt: skip
+    origin = source if recorded else "the command line (no config.yaml found)"
+    log(f"resuming {model} ({steps} steps) with the configuration of {origin}"
+        + (f"; overridden: {', '.join(changes)}" if changes else ""))  # fmt: skip
     return TrainConfig(**{**recorded, **given}), model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    log = functools.partial(print, flush=True)  # shown as it happens where the output is a file or a pipe
     try:
-        config, resume = config_from_args(args)
+        config, resume = config_from_args(args, log)
         check_config(config)
     except ConfigError as e:
         parser.error(str(e))  # exit code 2
     run_dir = args.out
+    if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
+        parser.error(f"--out {str(run_dir)!r}: an existing file; expected a run folder (new or to resume)")
     if run_dir is None and resume is not None:
         run_dir = run_folder_of(resume)  # the same run goes on
     if run_dir is None:
@@ -120,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path("runs") / config.env / f"{config.algo}-{config.memory}-s{config.seed}-{stamp}"
     progress_bar = sys.stdout.isatty() if args.progress_bar is None else args.progress_bar
     try:
-        record = train(config, run_dir, resume=resume, progress_bar=progress_bar)
+        record = train(config, run_dir, resume=resume, progress_bar=progress_bar, log=log)
     except KeyboardInterrupt:
         return 130
     except Stop as e:

@@ -48,6 +48,9 @@ NORMALIZE = {
 # Arguments of the algorithms that the run sets itself, each with the flag to use instead.
 RESERVED = {"seed": "--seed", "device": "--device", "tensorboard_log": "--tensorboard", "verbose": None,
             "policy": "--algo", "env": "--env", "_init_setup_model": None}  # fmt: skip
+# rl-baselines3-zoo's keys of a hyperparameter entry that are settings of the run here, each with its flag.
+ZOO_RUN_KEYS = {"normalize": "--normalize", "n_envs": "--n-envs", "n_timesteps": "--total-timesteps",
+                "frame_stack": "--algo ppo-mlp-fs4 or ppo-mlp-fs16"}  # fmt: skip
 # policy_kwargs that the memory flags set, each with its flag.
 MEMORY_KWARGS = {"cell": "--cell", "dropout": "--dropout", "lstm_hidden_size": "--hidden-size"}
 
@@ -257,6 +260,11 @@ def check_hyperparams(config: TrainConfig) -> None:
     algo_cls = ALGOS[config.algo].cls
     accepted = set(inspect.signature(algo_cls.__init__).parameters) - {"self", *RESERVED}
     for key in config.hyperparams:
+        if key in ZOO_RUN_KEYS:
+            raise ConfigError(
+                f"hyperparams {key}: a setting of the run (rl-baselines3-zoo's key), not an argument of "
+                f"{algo_cls.__name__}; use {ZOO_RUN_KEYS[key]}"
+            )
         if key in RESERVED:
             flag = RESERVED[key]
             instead = f"; use {flag}" if flag else ""

@@ -4,17 +4,38 @@ from __future__ import annotations
 
 import dataclasses
 
+import gymnasium as gym
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecNormalize
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnv,
+    VecFrameStack,
+    VecNormalize,
+    VecTransposeImage,
+)
 
 from agents.training.algos import ALGOS
-from agents.training.config import TrainConfig
+from agents.training.config import ConfigError, TrainConfig
 
 
 def make_envs(config: TrainConfig, n_envs: int, seed: int) -> VecEnv:
     """``n_envs`` copies of ``config.env`` seeded from ``seed`` (SB3's ``make_vec_env``)."""
     vec_cls = SubprocVecEnv if config.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
+    check_dependencies(config.env)
     return make_vec_env(config.env, n_envs=n_envs, seed=seed, vec_env_cls=vec_cls)
+
+
+def check_dependencies(env_id: str) -> None:
+    """A ConfigError naming what to install where the environment needs a package this machine lacks
+    (Box2D for LunarLander, MuJoCo...), instead of a traceback from deep inside the first worker."""
+    try:
+        gym.make(env_id).close()
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"env={env_id!r}: a package it needs is not installed: {e}") from None
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"env={env_id!r}: it needs the module {e.name!r}, which is not installed ({e})") from None
 
 
 def stack_frames(config: TrainConfig, env: VecEnv) -> VecEnv:
@@ -28,4 +49,9 @@ def make_eval_env(config: TrainConfig, seed: int) -> VecEnv:
     env = make_envs(dataclasses.replace(config, vec_env="dummy"), 1, seed)
     if config.normalization != "none":
         env = VecNormalize(env, training=False, norm_reward=False)
-    return stack_frames(config, env)
+    env = stack_frames(config, env)
+    # Wrapped as SB3 wraps the training environments of an image policy, so that the two wrapper chains
+    # match for sync_envs_normalization and the policy sees channel-first images.
+    if is_image_space(env.observation_space) and not is_image_space_channels_first(env.observation_space):
+        env = VecTransposeImage(env)
+    return env

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 import yaml
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.training.algos import ALGOS
@@ -22,38 +23,87 @@ from agents.training.checkpoints import (
     CheckpointCallback,
     SaveVecNormalize,
     Stop,
+    has_statistics,
+    load_statistics,
     raise_stop,
     resolve_resume,
     save_atomically,
     save_checkpoint,
-    vecnormalize_path,
 )
 from agents.training.config import ConfigError, TrainConfig, check_config
 from agents.training.environments import make_envs, make_eval_env, stack_frames
 from agents.training.evaluation import evaluate
+from agents.training.folder_lock import FolderLock
+from agents.training.logs import ProgressLines, run_logger
+from rl_lstm import kernel
 from rl_lstm.bench.machine import pin_threads
+from rl_lstm.lstm import LSTM as KernelLSTM
+
+
+def policy_for(policy: str, observation_space: spaces.Space) -> str:
+    """The algorithm's policy for the observations, as rl-baselines3-zoo picks it: ``Dict`` observations
+    get the MultiInput variant (SB3's CombinedExtractor), images the Cnn one (NatureCNN), others the
+    algorithm's own (``CellLstmPolicy`` -> ``MultiInputCellLstmPolicy``, ``MlpPolicy`` -> ``CnnPolicy``...)."""
+    if isinstance(observation_space, spaces.Dict):
+        kind = "MultiInput"
+    elif is_image_space(observation_space, check_channels=False):
+        kind = "Cnn"
+    else:
+        return policy
+    return kind + policy.removeprefix("Mlp")
+
+
+def _comparable(value: Any) -> Any:
+    """A policy_kwargs value as it compares after a save and load (tuples and lists alike)."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    return value
 
 
 def build_model(config: TrainConfig, env: VecEnv, resume: Path | None) -> BaseAlgorithm:
-    """A new model from the configuration, or the one saved at ``resume`` on ``env``."""
+    """A new model from the configuration, or the one saved at ``resume`` on ``env`` with the configuration's
+    algorithm arguments applied (n_epochs, ent_coef, learning rate, n_steps...). What the saved network
+    fixes (its policy_kwargs: memory cell, dropout, hidden size, layers, architecture) cannot change: a
+    configuration that differs there is refused by name."""
     spec = ALGOS[config.algo]
+    kwargs = config.resolved_algo_kwargs()
+    policy_kwargs = kwargs.pop("policy_kwargs")
     try:
-        if resume is not None:
-            return spec.cls.load(resume, env=env, device=config.device)
-        return spec.cls(spec.policy, env, seed=config.seed, device=config.device, **config.resolved_algo_kwargs())
+        if resume is None:
+            policy = policy_for(spec.policy, env.observation_space)
+            return spec.cls(policy, env, seed=config.seed, device=config.device, policy_kwargs=policy_kwargs, **kwargs)
+        model = spec.cls.load(resume, env=env, device=config.device, **kwargs)
     except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(str(e)) from None
+    saved, wanted = _comparable(model.policy_kwargs), _comparable(policy_kwargs)
+    changed = sorted(k for k in {*saved, *wanted} if saved.get(k) != wanted.get(k))
+    if changed:
+        diff = ", ".join(f"{k}={wanted.get(k)!r} (the model's: {saved.get(k)!r})" for k in changed)
+        raise ConfigError(
+            f"--resume {str(resume)!r}: {diff}: the saved network was built with the model's values and cannot "
+            "change on resume; start a new run for a different memory or architecture"
+        )
+    return model
 
 
 def make_training_envs(config: TrainConfig, resume: Path | None) -> VecEnv:
-    """The training environments, wrapped in VecNormalize as the configuration says (with the saved
-    statistics of the model resumed from)."""
+    """The training environments, wrapped in VecNormalize as the configuration says (with the statistics
+    saved with the model resumed from)."""
     env = make_envs(config, config.n_envs, config.seed)
     mode = config.normalization
+    if resume is not None and has_statistics(resume) != (mode != "none"):
+        env.close()
+        was = "with" if mode == "none" else "without"
+        raise ConfigError(
+            f"--resume {str(resume)!r}: normalize={mode!r}, but the model learned {was} normalised observations; "
+            "a resumed run keeps that (obs and obs-reward can be exchanged)"
+        )
     if mode != "none":
-        stats = None if resume is None else vecnormalize_path(resume)
-        if stats is not None and stats.is_file():
-            env = VecNormalize.load(str(stats), env)
+        stats = None if resume is None else load_statistics(resume, env)
+        if stats is not None:
+            env = stats
             env.training = True
         else:
             env = VecNormalize(env)
@@ -61,10 +111,21 @@ def make_training_envs(config: TrainConfig, resume: Path | None) -> VecEnv:
     return stack_frames(config, env)
 
 
+def latest_config(run_dir: Path, timesteps: int | None = None) -> Path:
+    """The run's configuration as last recorded: the newest ``config.resumed-<steps>.yaml`` (of those
+    written at or before ``timesteps``), else ``config.yaml``."""
+    resumed = {}
+    for path in run_dir.glob("config.resumed-*.yaml"):
+        steps = path.stem.removeprefix("config.resumed-")
+        if steps.isdigit() and (timesteps is None or int(steps) <= timesteps):
+            resumed[int(steps)] = path
+    return resumed[max(resumed)] if resumed else run_dir / "config.yaml"
+
+
 def write_config(config: TrainConfig, run_dir: Path, resumed_at: int | None) -> Path:
     """``config.yaml``: the configuration, the hyperparameter entry used and the merged algorithm arguments.
-    A resumed run keeps its ``config.yaml``; where the continuation differs, it is written beside it as
-    ``config.resumed-<timesteps>.yaml``."""
+    A resumed run keeps its ``config.yaml``; where the continuation differs from the configuration last
+    recorded, it is written beside it as ``config.resumed-<timesteps>.yaml``."""
     entry, _ = config.hyperparams_entry()
     text = yaml.safe_dump(
         {**dataclasses.asdict(config), "normalization": config.normalization, "memory": config.memory,
@@ -73,11 +134,21 @@ def write_config(config: TrainConfig, run_dir: Path, resumed_at: int | None) -> 
     )  # fmt: skip
     path = run_dir / "config.yaml"
     if resumed_at is not None and path.is_file():
-        if path.read_text() == text:
-            return path
+        last = latest_config(run_dir, resumed_at)
+        if last.read_text() == text:
+            return last
         path = run_dir / f"config.resumed-{resumed_at}.yaml"
     path.write_text(text)
     return path
+
+
+def build_kernel(model: BaseAlgorithm) -> None:
+    """Build the compiled kernel now where the model's memory runs on it (once per machine, about a
+    minute), so that the run's clock leaves the one-time compile out."""
+    for module in model.policy.modules():
+        if isinstance(module, KernelLSTM) and module.fused:
+            kernel.use(next(module.parameters()).detach())
+            return
 
 
 def train(
@@ -95,7 +166,7 @@ def train(
     propagates.
     """
     check_config(config)
-    resume_path = resolve_resume(resume) if resume is not None else None
+    resume_path = resolve_resume(resume, log) if resume is not None else None
     pin_threads(config.threads)
     env = make_training_envs(config, resume_path)
     try:
@@ -103,16 +174,40 @@ def train(
     except ConfigError:
         env.close()
         raise
-    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(run_dir)
+    try:
+        lock.acquire()
+    except ConfigError:
+        env.close()
+        raise
+    try:
+        return _train(model, env, config, run_dir, resume_path, progress_bar, callbacks or [], log)
+    finally:
+        lock.release()
+
+
+def _train(
+    model: BaseAlgorithm,
+    env: VecEnv,
+    config: TrainConfig,
+    run_dir: Path,
+    resume_path: Path | None,
+    progress_bar: bool,
+    callbacks: list[BaseCallback],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """:func:`train` once the model is built and the run folder is held."""
     config_path = write_config(config, run_dir, None if resume_path is None else model.num_timesteps)
-    formats = ["csv", "log"] + (["tensorboard"] if config.tensorboard else [])
-    model.set_logger(configure(str(run_dir), formats))
+    model.set_logger(run_logger(run_dir, config.tensorboard))
     remaining = config.total_timesteps - model.num_timesteps
     entry, _ = config.hyperparams_entry()
     log(
         f"training {config.algo} (memory: {config.memory}) on {config.env} with {config.algo}.yml entry {entry!r}, "
         f"normalisation {config.normalization}, in {run_dir} ({remaining} steps to go; config: {config_path.name})"
     )
+    if not progress_bar:  # a line every 5% of the budget where no progress bar shows anything
+        callbacks = [*callbacks, ProgressLines(config.total_timesteps, max(remaining // 20, 1), log)]
+    build_kernel(model)
     # Ctrl-C raises KeyboardInterrupt even where the process was started with SIGINT ignored (as a
     # shell's background job is); SIGTERM raises Stop. Both save before exiting.
     previous = signal.signal(signal.SIGTERM, raise_stop), signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -135,7 +230,7 @@ def train(
                 remaining,
                 callback=CallbackList(
                     [CheckpointCallback(run_dir, config.checkpoint_freq), *([periodic] if periodic else []),
-                     *(callbacks or [])]
+                     *callbacks]
                 ),  # fmt: skip
                 reset_num_timesteps=resume_path is None,
                 progress_bar=progress_bar,
@@ -149,6 +244,7 @@ def train(
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
         env.close()
+        model.logger.close()
     wall = time.perf_counter() - start
     save_atomically(model, run_dir / "model.zip")
     record = evaluate(model, config, config.eval_episodes, seed=config.seed + 10_000)

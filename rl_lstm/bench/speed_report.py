@@ -334,7 +334,7 @@ def plot(data: dict, path: Path) -> bool:
 
     if len(s.sizes) < 2:
         return False
-    fig, axes = plt.subplots(1, 1 + len(batches), figsize=(6 * (1 + len(batches)), 5.5))
+    fig, axes = plt.subplots(1, 1 + len(batches), figsize=(6 * (1 + len(batches)), 7.5))
     rows = rows_at(batches[0])
     sizes = [r["hidden"] for r in rows]
     groups = by_family(s.cells)
@@ -374,8 +374,9 @@ def plot(data: dict, path: Path) -> bool:
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper left")
-    axes[-1].legend(fontsize=7, ncol=2)
+    # Below the axes, where they cover no line (inside, with a dozen cells, they hid the data).
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+    axes[-1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4)
     fig.suptitle(
         f"Step mode `{mode}`: {MODES[mode].doc}; dropout {s.dropout}; {data['machine']['torch_threads']} thread(s)"
     )
