@@ -82,15 +82,28 @@ def _name() -> str:
     return f"rl_lstm_kernel_{key.hexdigest()[:10]}"
 
 
+def _staged_source(build_dir: Path) -> Path:
+    """The source copied into the build folder, which the build compiles: the build's command line then
+    names no checkout, so a clone finds the build up to date instead of recompiling it for its own path."""
+    staged = build_dir / SOURCE.name
+    text = SOURCE.read_bytes()
+    if not staged.exists() or staged.read_bytes() != text:
+        partial = staged.with_name(f"{staged.name}.{os.getpid()}.tmp")
+        partial.write_bytes(text)
+        os.replace(partial, staged)
+    return staged
+
+
 def _build() -> ModuleType:
     from torch.utils import cpp_extension
 
     name = _name()
-    built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
-    if not built.exists():
+    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+    if not (build_dir / f"{name}.so").exists():
         print(f"rl_lstm: compiling the recurrent kernel ({SOURCE.name}; once, then cached)...", file=sys.stderr)
     start = time.perf_counter()
-    module = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=_cflags(), verbose=False)
+    source = _staged_source(build_dir)
+    module = cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_cflags(), verbose=False)
     seconds = time.perf_counter() - start
     if seconds > 2.0:
         print(f"rl_lstm: recurrent kernel compiled in {seconds:.1f} s", file=sys.stderr)

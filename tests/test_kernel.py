@@ -382,3 +382,21 @@ def test_build_name_is_the_source_content_not_its_path(monkeypatch, tmp_path):
     assert kernel._name() == name
     copy.write_bytes(kernel.SOURCE.read_bytes() + b"\n// changed\n")
     assert kernel._name() != name
+
+
+def test_a_clone_loads_the_build_without_compiling(tmp_path):
+    """The build compiles a copy of the source in its own folder, so its command line is the same from
+    every clone: a clone of this checkout loads the existing build (a compile would print its time)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    clone = tmp_path / "clone"
+    shutil.copytree(Path(kernel.__file__).parent, clone / "rl_lstm", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "from rl_lstm import kernel; m = kernel.load(); print(m.__file__, kernel.build_error())"
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == kernel.load().__file__
+    assert "compiled in" not in done.stderr and "compiling" not in done.stderr, done.stderr

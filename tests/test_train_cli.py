@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -261,32 +262,41 @@ def test_same_seed_same_learning_curve(tmp_path):
     assert len(results[0][0]) >= 5
 
 
-def _first_run(out: Path, *extra: str, steps: int = 128) -> None:
-    proc = run("--cell", "gal", "--total-timesteps", str(steps), "--out", str(out), *TINY, *extra)
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished run of 192 steps (gal cell), which the resume tests copy rather than train again."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    proc = run("--cell", "gal", "--total-timesteps", "192", "--out", str(out), "--no-tensorboard", *TINY)
     assert proc.returncode == 0, proc.stderr
+    return out
 
 
-def test_resume_applies_changed_arguments_and_keeps_the_logs(tmp_path):
+def _copy(finished: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    return out
+
+
+def test_resume_applies_changed_arguments_and_keeps_the_logs(finished, tmp_path):
     """--hyperparams on resume changes the model's arguments (not only the record), merges into the recorded
     overrides, and the continuation appends to progress.csv and log.txt."""
-    out = tmp_path / "run"
-    _first_run(out)
+    out = _copy(finished, tmp_path)
     rows_before = (out / "progress.csv").read_text().splitlines()
     log_before = (out / "log.txt").read_text()
-    proc = run("--resume", str(out), "--total-timesteps", "192", "--hyperparams", "ent_coef=0.5", "n_epochs=2")
+    proc = run("--resume", str(out), "--total-timesteps", "256", "--hyperparams", "ent_coef=0.5", "n_epochs=2")
     assert proc.returncode == 0, proc.stderr
     assert "ent_coef=0.5 (was 0.0)" in proc.stdout and "n_epochs=2 (was 1)" in proc.stdout
     model = RecurrentPPO.load(out / "model.zip", device="cpu")
     assert (model.ent_coef, model.n_epochs, model.n_steps, model.batch_size) == (0.5, 2, 16, 32)
-    resumed = yaml.safe_load((out / "config.resumed-128.yaml").read_text())
+    resumed = yaml.safe_load((out / "config.resumed-192.yaml").read_text())
     assert resumed["hyperparams"] == dict(n_steps=16, batch_size=32, seq_len=16, n_epochs=2, ent_coef=0.5)
     rows_after = (out / "progress.csv").read_text().splitlines()
     assert rows_after[: len(rows_before)] == rows_before and len(rows_after) == len(rows_before) + 2
     assert (out / "log.txt").read_text().startswith(log_before)
     # The next resume starts from the configuration last recorded, not from the first one.
-    proc = run("--resume", str(out), "--total-timesteps", "256")
+    proc = run("--resume", str(out), "--total-timesteps", "320")
     assert proc.returncode == 0, proc.stderr
-    assert "config.resumed-128.yaml" in proc.stdout
+    assert "config.resumed-192.yaml" in proc.stdout
     assert RecurrentPPO.load(out / "model.zip", device="cpu").ent_coef == 0.5
 
 
@@ -300,38 +310,35 @@ def test_resume_applies_changed_arguments_and_keeps_the_logs(tmp_path):
         (["--normalize"], "normalize='obs-reward', but the model learned without normalised observations"),
     ],
 )
-def test_resume_refuses_what_the_saved_model_fixes(args, message, tmp_path):
-    out = tmp_path / "run"
-    _first_run(out, "--no-tensorboard")
+def test_resume_refuses_what_the_saved_model_fixes(args, message, finished, tmp_path):
+    out = _copy(finished, tmp_path)
     before = sorted(p.name for p in out.iterdir())
-    proc = run("--resume", str(out), "--total-timesteps", "192", *args)
+    proc = run("--resume", str(out), "--total-timesteps", "256", *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == before
 
 
-def test_resume_reads_a_hand_edited_config(tmp_path):
+def test_resume_reads_a_hand_edited_config(finished, tmp_path):
     """config.yaml edited by hand: an argument is applied; a different memory, or an edit of the derived
     algo_kwargs (which would be lost), is refused."""
-    out = tmp_path / "run"
-    _first_run(out, "--no-tensorboard")
+    out = _copy(finished, tmp_path)
     recorded = yaml.safe_load((out / "config.yaml").read_text())
     edited = {**recorded, "hyperparams": {**recorded["hyperparams"], "ent_coef": 0.25}}
     (out / "config.yaml").write_text(yaml.safe_dump({**edited, "cell": "ln"}))
-    proc = run("--resume", str(out), "--total-timesteps", "192")
+    proc = run("--resume", str(out), "--total-timesteps", "256")
     assert proc.returncode == 2 and "cell='ln' (the model's: 'gal')" in proc.stderr, proc.stderr
     (out / "config.yaml").write_text(yaml.safe_dump({**edited, "algo_kwargs": {**edited["algo_kwargs"], "gamma": 0.5}}))
-    proc = run("--resume", str(out), "--total-timesteps", "192")
+    proc = run("--resume", str(out), "--total-timesteps", "256")
     assert proc.returncode == 2 and "algo_kwargs gamma=0.5 (the fields give 0.98)" in proc.stderr, proc.stderr
     (out / "config.yaml").write_text(yaml.safe_dump(edited))
-    proc = run("--resume", str(out), "--total-timesteps", "192")
+    proc = run("--resume", str(out), "--total-timesteps", "256")
     assert proc.returncode == 0, proc.stderr
     assert RecurrentPPO.load(out / "model.zip", device="cpu").ent_coef == 0.25
 
 
-def test_a_corrupt_last_checkpoint_does_not_block_resume(tmp_path):
-    out = tmp_path / "run"
-    _first_run(out, "--no-tensorboard", steps=192)
+def test_a_corrupt_last_checkpoint_does_not_block_resume(finished, tmp_path):
+    out = _copy(finished, tmp_path)
     (out / "checkpoints" / "last.zip").write_bytes(b"PK\x03\x04 cut short")
     proc = run("--resume", str(out), "--total-timesteps", "256")
     assert proc.returncode == 0, proc.stderr

@@ -4,6 +4,9 @@ evaluation that leaves the training memories as they were."""
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
 from fnmatch import fnmatch
 
 import numpy as np
@@ -113,3 +116,34 @@ def test_periodic_evaluation_leaves_training_masks_alone(algo):
     assert starts[1:].any(), "episodes start inside the run"
     assert not (changed & ~starts[1:]).any(), "a mask changed in the middle of an episode"
     assert changed[starts[1:]].all(), "each new episode draws a new mask"
+
+
+KERNEL_AT_START = """
+import sys
+from pathlib import Path
+from stable_baselines3.common.callbacks import BaseCallback
+from agents.training import TrainConfig, train
+from rl_lstm import kernel
+
+class AtStart(BaseCallback):
+    def _on_training_start(self):
+        # The compiled extension is loaded (or its build has failed) before the first rollout.
+        print("built before learn:", kernel._module is not None or kernel.build_error() is not None)
+
+    def _on_step(self):
+        return True
+
+config = TrainConfig(total_timesteps=32, n_envs=2, hidden_size=8, eval_episodes=1, tensorboard=False,
+                     hyperparams=dict(n_steps=16, batch_size=32, seq_len=16, n_epochs=1))
+train(config, Path(sys.argv[1]), callbacks=[AtStart()], log=lambda s: None)
+"""
+
+
+def test_the_kernel_is_built_before_the_clock_starts(tmp_path):
+    """eval.json's rate and the final line's seconds leave the kernel's one-time build out: train() builds it
+    before starting the clock, not inside the first rollout (a fresh process, where nothing built it yet)."""
+    env = {**os.environ, "RL_LSTM_KERNEL": "auto"}
+    proc = subprocess.run([sys.executable, "-c", KERNEL_AT_START, str(tmp_path / "run")], capture_output=True,
+                          text=True, timeout=900, env=env)  # fmt: skip  (a hang guard, not a speed bound)
+    assert proc.returncode == 0, proc.stderr
+    assert "built before learn: True" in proc.stdout

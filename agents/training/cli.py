@@ -20,7 +20,14 @@ import yaml
 
 from agents.training.algos import ALGOS
 from agents.training.checkpoints import Stop, resolve_resume, run_folder_of, saved_timesteps
-from agents.training.config import ConfigError, TrainConfig, check_config, parse_hyperparams, policy_kwargs_dict
+from agents.training.config import (
+    MEMORY_KWARGS,
+    ConfigError,
+    TrainConfig,
+    check_config,
+    parse_hyperparams,
+    policy_kwargs_dict,
+)
 from agents.training.run import latest_config, train
 from rl_lstm.bench.args import integer_arg, probability
 
@@ -90,6 +97,9 @@ def load_run_config(path: Path) -> dict[str, Any]:
     # would be silently lost, so it is refused; a key that `hyperparams:` sets differs by design.
     if isinstance(written, dict):
         derived = TrainConfig(**recorded).algo_kwargs()
+        for kwargs in (written, derived):  # the memory's keys follow the fields cell, dropout, hidden_size
+            if isinstance(kwargs.get("policy_kwargs"), dict):
+                kwargs["policy_kwargs"] = {k: v for k, v in kwargs["policy_kwargs"].items() if k not in MEMORY_KWARGS}
         overrides = recorded.get("hyperparams") or {}
         edited = sorted(k for k in {*written, *derived} if written.get(k) != derived.get(k) and k not in overrides)
         if edited:
