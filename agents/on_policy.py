@@ -53,8 +53,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     Collection runs the policy one step at a time over all environments, in eval mode with the
     memories' dropout masks on, and records the memory state before each chunk and the masks of
-    every step. ``seq_len`` is the length of the chunks the update replays (None: chosen to
-    cover any ``n_steps``, see :func:`agents.buffers.chunk_lengths`).
+    every step. ``seq_len`` is the length of the chunks the update replays (None: each environment's
+    whole rollout, see :func:`agents.buffers.chunk_lengths`).
 
     Policies: ours by name (``CellLstmPolicy``, ``CnnCellLstmPolicy``, ``MultiInputCellLstmPolicy``)
     and under sb3-contrib's names (``MlpLstmPolicy``, ``CnnLstmPolicy``, ``MultiInputLstmPolicy``),
@@ -210,8 +210,10 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 # Bootstrap from the value of the last observation of a truncated episode, with
                 # that episode's state and masks (SB3 issue #633).
                 for idx, done in enumerate(dones):
-                    if done and infos[idx].get("terminal_observation") is not None and infos[idx].get(
-                        "TimeLimit.truncated", False
+                    if (
+                        done
+                        and infos[idx].get("terminal_observation") is not None
+                        and infos[idx].get("TimeLimit.truncated", False)
                     ):
                         terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
                         source = lstm_states.vf if critic_memory else lstm_states.pi

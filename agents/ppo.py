@@ -28,10 +28,11 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
     Before the first gradient step the ratio of new to old probabilities is therefore exactly 1
     (logged as ``train/replay_max_abs_logp_diff``).
 
-    ``seq_len=None`` (the default) chooses chunks of at most 32 steps that cover any ``n_steps``
-    and suit any ``batch_size`` (:func:`agents.buffers.chunk_lengths`); a ``seq_len`` you set must
-    divide ``n_steps`` and ``batch_size``. A minibatch holds whole chunks, about ``batch_size``
-    steps.
+    ``seq_len=None`` (the default) replays each environment's whole rollout as one chunk, so that
+    credit reaches as far back as stock sb3-contrib's sequences (up to ``n_steps``); a minibatch then
+    holds ``round(batch_size / n_steps)`` rollouts, at least one (:func:`agents.buffers.chunk_lengths`).
+    A ``seq_len`` you set must divide ``n_steps`` and ``batch_size``; a minibatch holds whole chunks,
+    about ``batch_size`` steps.
     """
 
     def __init__(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import gymnasium
 
+from envs.cues import BalancedCues, has_cues
 from envs.mask_velocity import MaskVelocityWrapper, cartpole_no_vel, pendulum_no_vel
 from envs.masked_recall import MaskedRecall
 from envs.memory_length import MemoryLength
@@ -17,6 +18,7 @@ from envs.repeat_previous import RepeatPrevious
 from envs.t_maze import TMaze
 
 __all__ = [
+    "BalancedCues",
     "ENV_INFO",
     "MEMORY_ENV_IDS",
     "EnvInfo",
@@ -31,6 +33,7 @@ __all__ = [
     "RepeatPrevious",
     "TMaze",
     "cartpole_no_vel",
+    "has_cues",
     "ladder_id",
     "pendulum_no_vel",
 ]
@@ -41,7 +44,7 @@ LADDER_RUNGS: tuple[int, ...] = (10, 20, 50, 100, 250, 500, 1000)
 
 LADDER_FAMILIES: tuple[str, ...] = ("PassiveTMaze", "Recall", "RepeatFirst")
 """Tasks of the memory ladder: a fixed horizon, a known memoryless bound, nothing to explore but the answer
-(the T-maze's walk is paid for step by step), and ``info["success"]`` at the last step that says whether the
+(the T-maze's walk is paid for step by step), and ``info["is_success"]`` at the last step that says whether the
 memory-dependent answer was right."""
 
 
@@ -86,7 +89,7 @@ ENV_INFO: dict[str, EnvInfo] = {
     "MemoryLength-Easy-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
     "MemoryLength-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
     "MemoryLength-Hard-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
-    # The memory ladder. Success is judged on info["success"] (the final answer right in 95% of episodes);
+    # The memory ladder. Success is judged on info["is_success"] (the final answer right in 95% of episodes);
     # these returns are for the tables. A memoryless walker of the passive T-maze turns right half the time.
     **{
         ladder_id(family, n): EnvInfo(max_return=1.0, memoryless_bound=bound, threshold=0.9)

@@ -42,7 +42,7 @@ class PassiveTMaze(GridRender, gym.Env[np.ndarray, np.int64]):
     After each of the first L steps, ``-1 / L`` if the agent stands behind the schedule (position < steps
     taken). At the last step, 1 if the agent turns up or down at the junction towards the goal, 0
     otherwise. The optimal return is 1. A memoryless policy can walk the corridor but not know the goal:
-    it expects at most 0.5 (its return and its rate of correct turns). ``info["success"]``, at the last
+    it expects at most 0.5 (its return and its rate of correct turns). ``info["is_success"]``, at the last
     step only, says whether the final turn was right: success is judged on it, not on the return.
 
     ## Episode End
@@ -57,6 +57,7 @@ class PassiveTMaze(GridRender, gym.Env[np.ndarray, np.int64]):
 
     # The fps only paces gymnasium's renderers.
     metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
+    num_cues = 2
 
     def __init__(self, corridor_length: int = 10, render_mode: str | None = None):
         if corridor_length < 1:
@@ -88,7 +89,7 @@ class PassiveTMaze(GridRender, gym.Env[np.ndarray, np.int64]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        cue = cue_option(options, 2, self.np_random)
+        cue = cue_option(options, self.num_cues, self.np_random)
         self._goal = UP if cue == 0 else DOWN
         self._position = 0
         self._t = 0
@@ -111,7 +112,7 @@ class PassiveTMaze(GridRender, gym.Env[np.ndarray, np.int64]):
             reward = -1.0 / self.corridor_length if self._position < self._t else 0.0
             return self._observation(), reward, False, False, {}
         success = at_junction and action == self._goal
-        return self._observation(), float(success), True, False, {"success": success}
+        return self._observation(), float(success), True, False, {"is_success": success}
 
     def _grid(self) -> np.ndarray:
         """Three rows: the up arm, the corridor (start left, junction right; the scheduled position

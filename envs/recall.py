@@ -39,7 +39,7 @@ class Recall(GridRender, gym.Env[np.ndarray, np.int64]):
 
     1 at the query step if the action names the cue, 0 otherwise and on every earlier step. The optimal
     return is 1; a memoryless policy expects ``1 / num_cues`` (the query step's observation is the same for
-    every cue). ``info["success"]``, at the last step only, says whether the answer was right.
+    every cue). ``info["is_success"]``, at the last step only, says whether the answer was right.
 
     ## Episode End
 
@@ -101,7 +101,7 @@ class Recall(GridRender, gym.Env[np.ndarray, np.int64]):
         if self._t < self.horizon:
             return self._observation(), 0.0, False, False, {}
         success = int(action) == self._cue
-        return self._observation(), float(success), True, False, {"success": success}
+        return self._observation(), float(success), True, False, {"is_success": success}
 
     def _grid(self) -> np.ndarray:
         """Row 0: the cue; below it the steps of the episode folded into rows of ``ROW`` cells, those taken

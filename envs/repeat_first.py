@@ -37,7 +37,7 @@ class RepeatFirst(GridRender, gym.Env[np.ndarray, np.int64]):
 
     ``1 / length`` for each scored answer that names the first symbol. The optimal return is 1; a memoryless
     policy expects ``1 / num_symbols``, because the symbols after the first are independent of it.
-    ``info["success"]``, at the last step only, says whether the last answer (``length`` steps after the
+    ``info["is_success"]``, at the last step only, says whether the last answer (``length`` steps after the
     first symbol) was right: success is judged on it.
 
     ## Episode End
@@ -71,6 +71,11 @@ class RepeatFirst(GridRender, gym.Env[np.ndarray, np.int64]):
         self._t = 0
 
     @property
+    def num_cues(self) -> int:
+        """The first symbol is the cue (``reset(options={"cue": k})``)."""
+        return self.num_symbols
+
+    @property
     def horizon(self) -> int:
         """Steps of every episode: the first symbol and the answers."""
         return self.length + 1
@@ -102,7 +107,7 @@ class RepeatFirst(GridRender, gym.Env[np.ndarray, np.int64]):
         self._t += 1
         if self._t < self.horizon:
             return self._observation(), reward, False, False, {}
-        return self._observation(), reward, True, False, {"success": bool(right)}
+        return self._observation(), reward, True, False, {"is_success": bool(right)}
 
     def _grid(self) -> np.ndarray:
         """The symbols shown so far, one colour each, folded into rows of ``ROW`` cells; the current step

@@ -9,7 +9,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs import ENV_INFO, LADDER_FAMILIES, LADDER_RUNGS, PassiveTMaze, Recall, RepeatFirst, ladder_id
+from envs import (
+    ENV_INFO,
+    LADDER_FAMILIES,
+    LADDER_RUNGS,
+    BalancedCues,
+    PassiveTMaze,
+    Recall,
+    RepeatFirst,
+    TMaze,
+    ladder_id,
+)
 from envs.passive_t_maze import DOWN, LEFT, RIGHT, UP
 
 LADDER_IDS = [ladder_id(family, n) for family in LADDER_FAMILIES for n in LADDER_RUNGS]
@@ -22,16 +32,16 @@ def num_cues(env: gym.Env) -> int:
 
 
 def play(env: gym.Env, policy: Policy, cue: int, seed: int) -> tuple[float, bool, int]:
-    """One episode with the cue chosen: (return, info["success"] at the end, steps)."""
+    """One episode with the cue chosen: (return, info["is_success"] at the end, steps)."""
     obs, info = env.reset(seed=seed, options={"cue": cue})
-    assert "success" not in info
+    assert "is_success" not in info
     total, steps, terminated, truncated = 0.0, 0, False, False
     while not (terminated or truncated):
         obs, reward, terminated, truncated, info = env.step(policy(obs))
         total, steps = total + float(reward), steps + 1
-        assert ("success" in info) == terminated, "success is reported at the last step only"
+        assert ("is_success" in info) == terminated, "success is reported at the last step only"
     assert terminated, "a fixed horizon ends by termination (the time limit only backs it up)"
-    return total, bool(info["success"]), steps
+    return total, bool(info["is_success"]), steps
 
 
 def oracle(env: gym.Env) -> Policy:
@@ -97,7 +107,7 @@ def test_passive_t_maze_pays_for_falling_behind() -> None:
     rewards = [env.step(action)[1] for action in (RIGHT, LEFT, RIGHT, RIGHT)]
     assert rewards == [0.0, -0.25, -0.25, -0.25]
     _, reward, terminated, _, info = env.step(UP)
-    assert (reward, terminated, info) == (0.0, True, {"success": False}), "behind schedule: no junction to turn at"
+    assert (reward, terminated, info) == (0.0, True, {"is_success": False}), "behind schedule: no junction to turn at"
 
 
 def test_repeat_first_scores_every_answer() -> None:
@@ -132,3 +142,12 @@ def test_bad_cue_option_raises(cue: object) -> None:
 def test_invalid_parameters_raise(make_env: Callable[[], gym.Env], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_env()
+
+
+def test_balanced_cues_take_turns() -> None:
+    env = BalancedCues(gym.make("Recall-L10-v0"))
+    cues = [int(np.argmax(env.reset(seed=i)[0][:4])) for i in range(8)]
+    assert cues == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert int(np.argmax(env.reset(options={"cue": 2})[0][:4])) == 2, "a chosen cue is kept"
+    with pytest.raises(ValueError, match="has no num_cues"):
+        BalancedCues(TMaze())

@@ -37,6 +37,10 @@ def test_every_registered_environment_trains(env_id, algo, eval_freq, tmp_path):
     record = train(config, tmp_path, log=lambda s: None)
     assert record["timesteps"] >= 64 and np.isfinite(record["mean_return"])
     assert (tmp_path / "best_model.zip").is_file() == bool(eval_freq)
+    # The ladder's tasks report info["is_success"]: the evaluations count it, periodic ones included.
+    ladder = env_id.split("-")[0] in LADDER_FAMILIES
+    assert (record["success_rate"] is not None) == ladder
+    assert ("success_evaluations" in record) == (ladder and bool(eval_freq))
 
 
 def test_hyperparameter_entries():
