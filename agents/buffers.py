@@ -19,6 +19,7 @@ from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 
 from agents.type_aliases import RNNMasks, RNNStates, SequenceSamples
 
+
 def _check_positive(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}={value!r}: expected a positive integer")
