@@ -22,7 +22,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
@@ -86,6 +86,11 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
+        if isinstance(self.ent_coef, bool) or not (isinstance(self.ent_coef, (int, float)) or callable(self.ent_coef)):
+            raise ValueError(
+                f"ent_coef={self.ent_coef!r}: expected a number or a schedule of the remaining progress "
+                "(e.g. stable_baselines3.common.utils.LinearSchedule(0.01, 0.0, 1.0); lin_0.01 in the hyperparameters)"
+            )
         self.set_random_seed(self.seed)
         stock = self.policy_class if self.policy_class in _STOCK_POLICIES else None
         self.policy_class = _STOCK_POLICIES.get(self.policy_class, self.policy_class)
@@ -280,6 +285,13 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         """SB3's ``predict``, plus ``action_masks`` as ``MaskablePPO.predict`` takes them: ``(n_envs,
         action_mask_dims)``, True where an action is allowed (e.g. ``get_action_masks(env)``)."""
         return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
+
+    def current_ent_coef(self) -> float:
+        """The entropy coefficient of this update: ``ent_coef``, or its schedule at the remaining progress
+        (as SB3 schedules the learning rate and the clip range), logged as ``train/ent_coef``."""
+        value = float(FloatSchedule(self.ent_coef)(self._current_progress_remaining))
+        self.logger.record("train/ent_coef", value)
+        return value
 
     def _record_timings(self, train_seconds: float) -> None:
         self.timings["train"] += train_seconds
