@@ -12,6 +12,7 @@ from envs.mask_velocity import MaskVelocityWrapper, cartpole_no_vel, pendulum_no
 from envs.masked_recall import MaskedRecall
 from envs.memory_length import MemoryLength
 from envs.passive_t_maze import PassiveTMaze
+from envs.prev_action_reward import PrevActionReward
 from envs.recall import Recall
 from envs.repeat_first import RepeatFirst
 from envs.repeat_previous import RepeatPrevious
@@ -28,6 +29,7 @@ __all__ = [
     "MaskedRecall",
     "MemoryLength",
     "PassiveTMaze",
+    "PrevActionReward",
     "Recall",
     "RepeatFirst",
     "RepeatPrevious",

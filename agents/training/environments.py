@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import gymnasium as gym
 from stable_baselines3.common.env_util import make_vec_env
@@ -10,19 +11,24 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from agents.training.algos import ALGOS
 from agents.training.config import TrainConfig
-from envs import BalancedCues, has_cues
+from envs import BalancedCues, PrevActionReward, has_cues
 
 
 def make_envs(config: TrainConfig, n_envs: int, seed: int, balanced: bool = False) -> VecEnv:
     """``n_envs`` copies of ``config.env`` seeded from ``seed`` (SB3's ``make_vec_env``); ``balanced``: the
     cues of a memory-ladder task in turn (:class:`envs.BalancedCues`), for evaluations."""
     vec_cls = SubprocVecEnv if config.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
-    wrapper = _balance_cues if balanced else None
+    wrapper = functools.partial(_wrap, prev_inputs=config.prev_inputs, balanced=balanced)
     return make_vec_env(config.env, n_envs=n_envs, seed=seed, vec_env_cls=vec_cls, wrapper_class=wrapper)
 
 
-def _balance_cues(env: gym.Env) -> gym.Env:
-    return BalancedCues(env) if has_cues(env) else env
+def _wrap(env: gym.Env, prev_inputs: str, balanced: bool) -> gym.Env:
+    """The run's wrappers inside SB3's Monitor: balanced cues (evaluations), the previous action and reward."""
+    if balanced and has_cues(env):
+        env = BalancedCues(env)
+    if prev_inputs != "none":
+        env = PrevActionReward(env, action="action" in prev_inputs, reward="reward" in prev_inputs)
+    return env
 
 
 def stack_frames(config: TrainConfig, env: VecEnv) -> VecEnv:
