@@ -39,6 +39,13 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any =
     return dataclasses.field(default=default, metadata=metadata)
 
 
+PREV_INPUTS = {
+    "none": "the observation alone",
+    "action": "the previous action appended to the observation (envs.PrevActionReward, RLlib's use_prev_action)",
+    "reward": "the previous reward appended (RLlib's use_prev_reward)",
+    "action-reward": "both",
+}
+
 NORMALIZE = {
     "none": "no normalisation",
     "obs": "observations only (VecNormalize(norm_reward=False))",
@@ -88,6 +95,11 @@ class TrainConfig:
         + "; ".join(f"{k}: {v}" for k, v in NORMALIZE.items())
         + ". --normalize alone means obs-reward; default: the environment's hyperparameter entry, else none.",
         choices=lambda: list(NORMALIZE), const="obs-reward",
+    )  # fmt: skip
+    prev_inputs: str = option(
+        "none", "Memory inputs beside the observation (Box observations): "
+        + "; ".join(f"{k}: {v}" for k, v in PREV_INPUTS.items()) + ".",
+        choices=lambda: list(PREV_INPUTS),
     )  # fmt: skip
     vec_env: str = option("dummy", "Vectorised environment: dummy (one process) or subproc.",
                           choices=lambda: ["dummy", "subproc"])  # fmt: skip
@@ -233,7 +245,22 @@ def check_config(config: TrainConfig) -> None:
     import_env_packages(config.env_packages)
     if config.env not in gym.registry:
         raise ConfigError(f"env={config.env!r}: not a registered Gymnasium id{_closest(config.env, gym.registry)}")
+    if config.prev_inputs != "none":
+        _check_prev_inputs(config)
     check_hyperparams(config)
+
+
+def _check_prev_inputs(config: TrainConfig) -> None:
+    """The environment's spaces can carry the previous action and reward (``envs.PrevActionReward``)."""
+    from envs import PrevActionReward
+
+    env = gym.make(config.env)
+    try:
+        PrevActionReward(env, action="action" in config.prev_inputs, reward="reward" in config.prev_inputs)
+    except ValueError as e:
+        raise ConfigError(f"prev_inputs={config.prev_inputs!r} on {config.env}: {e}") from None
+    finally:
+        env.close()
 
 
 def _closest(name: str, names: Any) -> str:

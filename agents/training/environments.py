@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import gymnasium as gym
 from stable_baselines3.common.env_util import make_vec_env
@@ -18,13 +19,25 @@ from stable_baselines3.common.vec_env import (
 
 from agents.training.algos import ALGOS
 from agents.training.config import ConfigError, TrainConfig
+from envs import BalancedCues, PrevActionReward, has_cues
 
 
-def make_envs(config: TrainConfig, n_envs: int, seed: int) -> VecEnv:
-    """``n_envs`` copies of ``config.env`` seeded from ``seed`` (SB3's ``make_vec_env``)."""
+def make_envs(config: TrainConfig, n_envs: int, seed: int, balanced: bool = False) -> VecEnv:
+    """``n_envs`` copies of ``config.env`` seeded from ``seed`` (SB3's ``make_vec_env``); ``balanced``: the
+    cues of a memory-ladder task in turn (:class:`envs.BalancedCues`), for evaluations."""
     vec_cls = SubprocVecEnv if config.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
     check_dependencies(config.env)
-    return make_vec_env(config.env, n_envs=n_envs, seed=seed, vec_env_cls=vec_cls)
+    wrapper = functools.partial(_wrap, prev_inputs=config.prev_inputs, balanced=balanced)
+    return make_vec_env(config.env, n_envs=n_envs, seed=seed, vec_env_cls=vec_cls, wrapper_class=wrapper)
+
+
+def _wrap(env: gym.Env, prev_inputs: str, balanced: bool) -> gym.Env:
+    """The run's wrappers inside SB3's Monitor: balanced cues (evaluations), the previous action and reward."""
+    if balanced and has_cues(env):
+        env = BalancedCues(env)
+    if prev_inputs != "none":
+        env = PrevActionReward(env, action="action" in prev_inputs, reward="reward" in prev_inputs)
+    return env
 
 
 def check_dependencies(env_id: str) -> None:
@@ -45,8 +58,9 @@ def stack_frames(config: TrainConfig, env: VecEnv) -> VecEnv:
 
 
 def make_eval_env(config: TrainConfig, seed: int) -> VecEnv:
-    """One environment; with normalisation, statistics frozen (synchronised from training)."""
-    env = make_envs(dataclasses.replace(config, vec_env="dummy"), 1, seed)
+    """One environment, the cues of a memory-ladder task balanced; with normalisation, statistics frozen
+    (synchronised from training)."""
+    env = make_envs(dataclasses.replace(config, vec_env="dummy"), 1, seed, balanced=True)
     if config.normalization != "none":
         env = VecNormalize(env, training=False, norm_reward=False)
     env = stack_frames(config, env)
