@@ -381,26 +381,32 @@ class RecurrentSACPolicy(RecurrentOffPolicyPolicy):
         return self.actor.mu(x), self.actor.log_std(x).clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(self, latent: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor]:
-        """Box: actions in [-1, 1] and their log-probabilities; Discrete: actions (indices) and the
-        log-probabilities of every action ``(..., n)``."""
+        """Box: actions in [-1, 1] ``(..., A)`` and their log-probabilities ``(...)``; Discrete: actions
+        (indices) ``(...)`` and the log-probabilities of every action ``(..., n)``."""
         params = self.distribution(latent)
         if self.discrete:
             log_p = th.log_softmax(params, -1)
             if deterministic:
                 return log_p.argmax(-1), log_p
             return th.distributions.Categorical(logits=log_p).sample(), log_p
-        mean, log_std = params
+        # SB3's distributions sum log-probabilities over dim 1: give them (rows, A).
+        lead = latent.shape[:-1]
+        mean, log_std = (x.reshape(-1, x.shape[-1]) for x in params)
         dist = self.actor.distribution.proba_distribution(mean, log_std)
         actions = dist.mode() if deterministic else dist.sample()
-        return actions, dist.log_prob(actions, dist.gaussian_actions)
+        log_p = dist.log_prob(actions, dist.gaussian_actions)
+        return actions.reshape(*lead, -1), log_p.reshape(lead)
 
     def log_prob(self, latent: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        """Log-probabilities of given actions (Box: in [-1, 1]; Discrete: ``(..., 1)`` indices)."""
+        """Log-probabilities ``(...)`` of given actions (Box: ``(..., A)`` in [-1, 1]; Discrete: ``(..., 1)``
+        indices)."""
         params = self.distribution(latent)
         if self.discrete:
             return th.log_softmax(params, -1).gather(-1, actions.long()).squeeze(-1)
-        mean, log_std = params
-        return self.actor.distribution.proba_distribution(mean, log_std).log_prob(actions)
+        lead = latent.shape[:-1]
+        mean, log_std = (x.reshape(-1, x.shape[-1]) for x in params)
+        dist = self.actor.distribution.proba_distribution(mean, log_std)
+        return dist.log_prob(actions.reshape(mean.shape)).reshape(lead)
 
     def act(
         self, obs: PyTorchObs, state: Hidden, episode_starts: th.Tensor, deterministic: bool
