@@ -9,6 +9,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -252,13 +253,13 @@ def test_evaluation_carries_the_memory() -> None:
 
 def test_dqn_learns_a_cue_through_a_delay() -> None:
     """Dict observations (SB3's CombinedExtractor); the cue shows at the first step only and the answer
-    counts at the third: a memoryless policy expects 0.5 a episode, the memory 1."""
+    counts at the third: a memoryless policy expects 0.5 a episode, the memory 1 (1.0 on seeds 0, 1, 2
+    at these settings)."""
     env = DummyVecEnv([lambda: CueEnv("dict", delay=2)] * 4)
     env.seed(0)
-    model = RecurrentDQN("MultiInputLstmPolicy", env, learning_starts=300, seq_len=4, burn_in=1, batch_size=32,
+    model = RecurrentDQN("MultiInputLstmPolicy", env, learning_starts=200, seq_len=4, burn_in=1, batch_size=16,
                          learning_rate=3e-3, train_freq=1, target_update_interval=200, exploration_fraction=0.3,
                          n_steps=3, seed=0, policy_kwargs=dict(lstm_hidden_size=16, net_arch=[16]))  # fmt: skip
-    model.learn(4_000)
-    returns, _ = evaluate_policy(model, DummyVecEnv([lambda: CueEnv("dict", delay=2)]), n_eval_episodes=40)
+    model.learn(1_600)
+    returns, _ = evaluate_policy(model, DummyVecEnv([lambda: Monitor(CueEnv("dict", delay=2))]), n_eval_episodes=40)
     assert returns >= 0.95
-

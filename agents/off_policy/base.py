@@ -3,6 +3,8 @@ records every memory's state and dropout masks, and ``predict`` with a memory st
 
 from __future__ import annotations
 
+import io
+import pathlib
 from copy import deepcopy
 from typing import Any
 
@@ -12,6 +14,7 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import RolloutReturn, TrainFreq
 from stable_baselines3.common.utils import obs_as_tensor, should_collect_more_steps
 from stable_baselines3.common.vec_env import VecEnv
@@ -153,6 +156,21 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
             self._last_original_obs = new_obs_
         self._last_episode_starts = dones
         self._last_states = new_states
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """SB3's, for the sequence buffer: it must match this model's memories (hidden size, layers, masks)."""
+        buffer = load_from_pkl(path, self.verbose)
+        expected = (self.policy.lstm_hidden_size, self.policy.n_lstm_layers, self.replay_buffer.mask_widths)
+        if not isinstance(buffer, SequenceReplayBuffer):
+            raise ValueError(f"replay buffer {path}: a {type(buffer).__name__}, expected a SequenceReplayBuffer")
+        found = (buffer.hidden_size, buffer.n_layers, buffer.mask_widths)
+        if found != expected:
+            raise ValueError(
+                f"replay buffer {path}: stores memories of (hidden size, layers, mask widths) {found}, "
+                f"this model has {expected}"
+            )
+        buffer.device = self.device
+        self.replay_buffer = buffer
 
     def predict(  # type: ignore[override]
         self,
