@@ -35,7 +35,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         n_steps: int = 5,
         gamma: float = 0.99,
         gae_lambda: float = 1.0,
-        ent_coef: float = 0.0,
+        ent_coef: float | Schedule = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         rms_prop_eps: float = 1e-5,
@@ -90,7 +90,7 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
         policy_loss = -(advantages * log_prob).mean()
         value_loss = F.mse_loss(data.returns, values)
         entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        loss = policy_loss + self.current_ent_coef() * entropy_loss + self.vf_coef * value_loss
         # Before the gradient step the recomputed log-probabilities are the collected ones.
         replay_diff = (log_prob - data.old_log_prob).abs().max().detach()
         parts = dict(policy_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss)

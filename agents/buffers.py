@@ -19,9 +19,6 @@ from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 
 from agents.type_aliases import RNNMasks, RNNStates, SequenceSamples
 
-#: Longest chunk :func:`chunk_lengths` chooses when the user sets no ``seq_len``.
-DEFAULT_SEQ_LEN = 32
-
 
 def _check_positive(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -32,36 +29,32 @@ def _check_positive(name: str, value: object) -> int:
 def chunk_lengths(n_steps: int, seq_len: int | None = None, batch_size: int | None = None) -> tuple[int, ...]:
     """The lengths of the chunks that cover each environment's ``n_steps``, in order.
 
+    ``seq_len`` None (the default of the algorithms): the whole rollout, one chunk of ``n_steps``, so that
+    gradients reach as far back as stock sb3-contrib's sequences do (up to ``n_steps``, cut only at episode
+    starts, which the memory handles inside a chunk here). A minibatch then holds ``round(batch_size /
+    n_steps)`` environments' rollouts, at least one. Shorter chunks cut the gradient between a cue and the
+    step that needs it: on the memory ladder's Recall and PassiveTMaze tasks at 20-100 steps, chunks of at
+    most 32 steps (this function's earlier default) kept the agent at the memoryless level where whole
+    rollouts learned (README, "Long memory").
+
     ``seq_len`` set: ``n_steps // seq_len`` chunks of ``seq_len`` steps; it must divide ``n_steps``
     (a ``seq_len`` of ``n_steps`` or more means the whole rollout, one chunk). With ``batch_size``
     set, it must be a multiple of ``seq_len`` too (minibatches of whole chunks).
-
-    ``seq_len`` None (the default of the algorithms): any ``n_steps`` and ``batch_size`` work.
-    The rollout is cut into ``ceil(n_steps / L)`` chunks of near-equal lengths (they differ by at
-    most one step), where ``L = min(32, batch_size)`` is the longest chunk allowed: 128 -> 4 x 32,
-    50 -> 2 x 25, 100 -> 4 x 25, 7 -> 7, 37 -> 19 + 18. Near-equal chunks rather than chunks of
-    ``L`` plus a remainder, so that no chunk is tiny (33 steps would otherwise leave a chunk of
-    one step, through which no gradient reaches the memory's past); ``L`` follows a small
-    ``batch_size`` so that a minibatch of whole chunks stays about ``batch_size`` steps. 32 steps
-    are the stored-state truncated backpropagation length the agents were tuned with.
     """
     n_steps = _check_positive("n_steps", n_steps)
     if batch_size is not None:
         batch_size = _check_positive("batch_size", batch_size)
-    if seq_len is not None:
-        seq_len = min(_check_positive("seq_len", seq_len), n_steps)
-        if n_steps % seq_len:
-            raise ValueError(
-                f"seq_len={seq_len}: expected a positive divisor of n_steps={n_steps}, or seq_len=None to let the "
-                "chunks be chosen for any n_steps"
-            )
-        if batch_size is not None and batch_size % seq_len:
-            raise ValueError(f"batch_size={batch_size}: expected a multiple of seq_len={seq_len}")
-        return (seq_len,) * (n_steps // seq_len)
-    longest = min(DEFAULT_SEQ_LEN, batch_size or DEFAULT_SEQ_LEN)
-    n_chunks = -(-n_steps // longest)
-    base, extra = divmod(n_steps, n_chunks)
-    return (base + 1,) * extra + (base,) * (n_chunks - extra)
+    if seq_len is None:
+        return (n_steps,)
+    seq_len = min(_check_positive("seq_len", seq_len), n_steps)
+    if n_steps % seq_len:
+        raise ValueError(
+            f"seq_len={seq_len}: expected a positive divisor of n_steps={n_steps}, or seq_len=None for the whole "
+            "rollout as one chunk"
+        )
+    if batch_size is not None and batch_size % seq_len:
+        raise ValueError(f"batch_size={batch_size}: expected a multiple of seq_len={seq_len}")
+    return (seq_len,) * (n_steps // seq_len)
 
 
 class _SequenceStorage:

@@ -22,7 +22,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
@@ -53,8 +53,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     Collection runs the policy one step at a time over all environments, in eval mode with the
     memories' dropout masks on, and records the memory state before each chunk and the masks of
-    every step. ``seq_len`` is the length of the chunks the update replays (None: chosen to
-    cover any ``n_steps``, see :func:`agents.buffers.chunk_lengths`).
+    every step. ``seq_len`` is the length of the chunks the update replays (None: each environment's
+    whole rollout, see :func:`agents.buffers.chunk_lengths`).
 
     Policies: ours by name (``CellLstmPolicy``, ``CnnCellLstmPolicy``, ``MultiInputCellLstmPolicy``)
     and under sb3-contrib's names (``MlpLstmPolicy``, ``CnnLstmPolicy``, ``MultiInputLstmPolicy``),
@@ -86,6 +86,11 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
+        if isinstance(self.ent_coef, bool) or not (isinstance(self.ent_coef, (int, float)) or callable(self.ent_coef)):
+            raise ValueError(
+                f"ent_coef={self.ent_coef!r}: expected a number or a schedule of the remaining progress "
+                "(e.g. stable_baselines3.common.utils.LinearSchedule(0.01, 0.0, 1.0); lin_0.01 in the hyperparameters)"
+            )
         self.set_random_seed(self.seed)
         stock = self.policy_class if self.policy_class in _STOCK_POLICIES else None
         self.policy_class = _STOCK_POLICIES.get(self.policy_class, self.policy_class)
@@ -210,8 +215,10 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 # Bootstrap from the value of the last observation of a truncated episode, with
                 # that episode's state and masks (SB3 issue #633).
                 for idx, done in enumerate(dones):
-                    if done and infos[idx].get("terminal_observation") is not None and infos[idx].get(
-                        "TimeLimit.truncated", False
+                    if (
+                        done
+                        and infos[idx].get("terminal_observation") is not None
+                        and infos[idx].get("TimeLimit.truncated", False)
                     ):
                         terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
                         source = lstm_states.vf if critic_memory else lstm_states.pi
@@ -278,6 +285,13 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
         """SB3's ``predict``, plus ``action_masks`` as ``MaskablePPO.predict`` takes them: ``(n_envs,
         action_mask_dims)``, True where an action is allowed (e.g. ``get_action_masks(env)``)."""
         return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
+
+    def current_ent_coef(self) -> float:
+        """The entropy coefficient of this update: ``ent_coef``, or its schedule at the remaining progress
+        (as SB3 schedules the learning rate and the clip range), logged as ``train/ent_coef``."""
+        value = float(FloatSchedule(self.ent_coef)(self._current_progress_remaining))
+        self.logger.record("train/ent_coef", value)
+        return value
 
     def _record_timings(self, train_seconds: float) -> None:
         self.timings["train"] += train_seconds

@@ -18,6 +18,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
+from agents.chrono import chrono_init_
 from agents.memory import MemoryStack
 from agents.type_aliases import RNNMasks, RNNStates
 from rl_lstm import cell_class
@@ -77,6 +78,9 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
     :param dropout: the cell's dropout probability (zoneout probability for zoneout cells).
     :param ln_preact: LayerNorm cells only: normalise the gate pre-activations too.
     :param learnable: LayerNorm cells only: learn the LayerNorm gains and biases.
+    :param chrono_init: None (PyTorch's initialisation), or the longest dependency expected, in steps:
+        the gate biases of the LSTM and GRU families start as chrono initialisation sets them
+        (:func:`agents.chrono.chrono_init_`), so that memory times spread up to that many steps.
 
     Each memory (actor's, critic's) is a :class:`agents.memory.MemoryStack` of ``n_lstm_layers``
     cells, state ``(h, c)`` each ``(n_lstm_layers, batch, lstm_hidden_size)`` as ``nn.LSTM``'s.
@@ -108,6 +112,7 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         lstm_hidden_size: int = 256,
         n_lstm_layers: int = 1,
         lstm_kwargs: dict[str, Any] | None = None,
+        chrono_init: int | None = None,
         **kwargs: Any,
     ) -> None:
         layer_dropout, extra = split_lstm_kwargs(cell, lstm_kwargs)
@@ -127,6 +132,10 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         self.lstm_actor = MemoryStack(cell, self.features_dim, lstm_hidden_size, **memory_kwargs)
         if self.lstm_critic is not None:
             self.lstm_critic = MemoryStack(cell, self.features_dim, lstm_hidden_size, **memory_kwargs)
+        self.chrono_init = chrono_init
+        if chrono_init is not None:
+            for memory in self.memories():
+                chrono_init_(memory, chrono_init)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self._optimizer_kwargs())
         self._action_masks: th.Tensor | None = None
         self._masked_dist: MaskableDistribution | None = None
@@ -149,6 +158,7 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
             lstm_hidden_size=self.lstm_output_dim,
             n_lstm_layers=self.n_lstm_layers,
             lstm_kwargs=self.lstm_kwargs,
+            chrono_init=self.chrono_init,
             shared_lstm=self.shared_lstm,
             enable_critic_lstm=self.enable_critic_lstm,
             share_features_extractor=self.share_features_extractor,

@@ -28,10 +28,11 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
     Before the first gradient step the ratio of new to old probabilities is therefore exactly 1
     (logged as ``train/replay_max_abs_logp_diff``).
 
-    ``seq_len=None`` (the default) chooses chunks of at most 32 steps that cover any ``n_steps``
-    and suit any ``batch_size`` (:func:`agents.buffers.chunk_lengths`); a ``seq_len`` you set must
-    divide ``n_steps`` and ``batch_size``. A minibatch holds whole chunks, about ``batch_size``
-    steps.
+    ``seq_len=None`` (the default) replays each environment's whole rollout as one chunk, so that
+    credit reaches as far back as stock sb3-contrib's sequences (up to ``n_steps``); a minibatch then
+    holds ``round(batch_size / n_steps)`` rollouts, at least one (:func:`agents.buffers.chunk_lengths`).
+    A ``seq_len`` you set must divide ``n_steps`` and ``batch_size``; a minibatch holds whole chunks,
+    about ``batch_size`` steps.
     """
 
     def __init__(
@@ -47,7 +48,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
-        ent_coef: float = 0.0,
+        ent_coef: float | Schedule = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         use_sde: bool = False,
@@ -112,6 +113,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         clip_range = self.clip_range(self._current_progress_remaining)
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
         entropy_losses, pg_losses, value_losses, clip_fractions = [], [], [], []
+        ent_coef = self.current_ent_coef()
         replay_diff = self.replay_max_abs_logp_diff()  # same parameters, same masks: the ratio must be 1
         continue_training = True
 
@@ -138,7 +140,7 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
                 value_losses.append(value_loss.item())
                 entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
                 entropy_losses.append(entropy_loss.item())
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                loss = policy_loss + ent_coef * entropy_loss + self.vf_coef * value_loss
 
                 with th.no_grad():
                     log_ratio = log_prob - data.old_log_prob

@@ -7,24 +7,50 @@ from dataclasses import dataclass
 
 import gymnasium
 
+from envs.cues import BalancedCues, has_cues
 from envs.mask_velocity import MaskVelocityWrapper, cartpole_no_vel, pendulum_no_vel
 from envs.masked_recall import MaskedRecall
 from envs.memory_length import MemoryLength
+from envs.passive_t_maze import PassiveTMaze
+from envs.recall import Recall
+from envs.repeat_first import RepeatFirst
 from envs.repeat_previous import RepeatPrevious
 from envs.t_maze import TMaze
 
 __all__ = [
+    "BalancedCues",
     "ENV_INFO",
     "MEMORY_ENV_IDS",
     "EnvInfo",
+    "LADDER_FAMILIES",
+    "LADDER_RUNGS",
     "MaskVelocityWrapper",
     "MaskedRecall",
     "MemoryLength",
+    "PassiveTMaze",
+    "Recall",
+    "RepeatFirst",
     "RepeatPrevious",
     "TMaze",
     "cartpole_no_vel",
+    "has_cues",
+    "ladder_id",
     "pendulum_no_vel",
 ]
+
+
+LADDER_RUNGS: tuple[int, ...] = (10, 20, 50, 100, 250, 500, 1000)
+"""Lengths of the memory ladder: ``<family>-L<n>-v0`` is registered for each family and each rung."""
+
+LADDER_FAMILIES: tuple[str, ...] = ("PassiveTMaze", "Recall", "RepeatFirst")
+"""Tasks of the memory ladder: a fixed horizon, a known memoryless bound, nothing to explore but the answer
+(the T-maze's walk is paid for step by step), and ``info["is_success"]`` at the last step that says whether the
+memory-dependent answer was right."""
+
+
+def ladder_id(family: str, length: int) -> str:
+    """The registered id of a rung, e.g. ``ladder_id("Recall", 100) == "Recall-L100-v0"``."""
+    return f"{family}-L{length}-v0"
 
 
 @dataclass(frozen=True)
@@ -63,6 +89,13 @@ ENV_INFO: dict[str, EnvInfo] = {
     "MemoryLength-Easy-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
     "MemoryLength-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
     "MemoryLength-Hard-v0": EnvInfo(max_return=1.0, memoryless_bound=0.0, threshold=0.9),
+    # The memory ladder. Success is judged on info["is_success"] (the final answer right in 95% of episodes);
+    # these returns are for the tables. A memoryless walker of the passive T-maze turns right half the time.
+    **{
+        ladder_id(family, n): EnvInfo(max_return=1.0, memoryless_bound=bound, threshold=0.9)
+        for family, bound in (("PassiveTMaze", 1 / 2), ("Recall", 1 / 4), ("RepeatFirst", 1 / 4))
+        for n in LADDER_RUNGS
+    },
 }
 
 MEMORY_ENV_IDS: tuple[str, ...] = tuple(ENV_INFO)
@@ -99,6 +132,11 @@ for _n in (5, 20, 40, 80):
 _register("MemoryLength-Easy-v0", _MEMORY_LENGTH, 5 + 1, memory_length=5, num_bits=1)
 _register("MemoryLength-v0", _MEMORY_LENGTH, 10 + 1, memory_length=10, num_bits=1)
 _register("MemoryLength-Hard-v0", _MEMORY_LENGTH, 30 + 1, memory_length=30, num_bits=3)
+# The memory ladder: fixed horizons (max_episode_steps only backs up termination); 4 cues or symbols.
+for _n in LADDER_RUNGS:
+    _register(ladder_id("PassiveTMaze", _n), "envs.passive_t_maze:PassiveTMaze", _n + 1, corridor_length=_n)
+    _register(ladder_id("Recall", _n), "envs.recall:Recall", _n + 2, delay=_n, num_cues=4)
+    _register(ladder_id("RepeatFirst", _n), "envs.repeat_first:RepeatFirst", _n + 1, length=_n, num_symbols=4)
 # Invalid-action masking (agents.MaskableRecurrentPPO): not in ENV_INFO, whose tasks the memory benchmark
 # runs without masks; here a policy that cannot see the masks fails for want of them, not of memory.
 gymnasium.register(id="MaskedRecall-v0", entry_point="envs.masked_recall:MaskedRecall", max_episode_steps=4 + 1,

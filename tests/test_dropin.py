@@ -86,23 +86,16 @@ def _replay_diff(model) -> float:
 
 # ---------------------------------------------------------------------------------------- chunks
 @pytest.mark.parametrize(
-    ("n_steps", "batch_size", "expected"),
-    [
-        (128, 128, (32,) * 4),
-        (2048, 64, (32,) * 64),
-        (50, 64, (25, 25)),
-        (100, None, (25,) * 4),
-        (7, 64, (7,)),
-        (37, 64, (19, 18)),
-        (33, 64, (17, 16)),
-        (128, 16, (16,) * 8),
-        (5, None, (5,)),
-    ],
+    ("n_steps", "batch_size"),
+    [(128, 128), (2048, 64), (50, 64), (100, None), (7, 64), (37, 64), (5, None)],
 )
-def test_chunks_chosen_for_any_n_steps(n_steps, batch_size, expected):
-    lengths = chunk_lengths(n_steps, None, batch_size)
-    assert lengths == expected and sum(lengths) == n_steps
-    assert max(lengths) - min(lengths) <= 1
+def test_default_chunk_is_the_whole_rollout(n_steps, batch_size):
+    """Credit reaches as far back as stock sb3-contrib's sequences (up to n_steps): one chunk per rollout,
+    whatever the batch size (the earlier default cut chunks of at most 32 steps)."""
+    assert chunk_lengths(n_steps, None, batch_size) == (n_steps,)
+    model = RecurrentPPO("MlpLstmPolicy", _env("mlp"), n_steps=n_steps, batch_size=batch_size or 64,
+                         policy_kwargs=SMALL)  # fmt: skip
+    assert model.rollout_buffer.chunk_lengths == (n_steps,)
 
 
 def test_chunks_set_by_the_user():
@@ -128,14 +121,15 @@ def test_any_n_steps_and_batch_size_learn_and_replay(n_steps, batch_size):
     assert model.logger.name_to_value["train/replay_max_abs_logp_diff"] <= 1e-5
 
 
-def test_minibatches_hold_about_batch_size_steps_of_one_chunk_length():
-    model = _model(RecurrentPPO, n_envs=4, n_steps=37, batch_size=40)
+def test_minibatches_hold_about_batch_size_steps_of_whole_chunks():
+    model = _model(RecurrentPPO, n_envs=4, n_steps=36, batch_size=24, seq_len=12)
     buffer = _collect(model)
-    sizes = [(d.episode_starts.shape, d.old_log_prob.shape[0]) for d in buffer.get(40)]
-    assert {shape[0] for shape, _ in sizes} == {18, 19}
-    assert all(n == shape[0] * shape[1] for shape, n in sizes)
-    assert sum(n for _, n in sizes) == 37 * 4, "every step once per epoch"
-    assert all(shape[1] == 2 for shape, _ in sizes), "round(40 / 19) = round(40 / 18) = 2 chunks"
+    sizes = [(d.episode_starts.shape, d.old_log_prob.shape[0]) for d in buffer.get(24)]
+    assert all(shape == (12, 2) and n == 24 for shape, n in sizes), "24 / 12 = 2 chunks of 12 steps"
+    assert sum(n for _, n in sizes) == 36 * 4, "every step once per epoch"
+    model = _model(RecurrentPPO, n_envs=4, n_steps=37, batch_size=40)  # default: whole rollouts
+    sizes = [d.episode_starts.shape for d in _collect(model).get(40)]
+    assert sizes == [(37, 1)] * 4, "round(40 / 37) = 1 rollout per minibatch"
 
 
 # ---------------------------------------------------------------------------------------- memory stack

@@ -16,11 +16,14 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.env_util import make_vec_env
 
-from envs import ENV_INFO, MEMORY_ENV_IDS, MaskVelocityWrapper, MemoryLength, RepeatPrevious, TMaze
+from envs import ENV_INFO, LADDER_FAMILIES, MEMORY_ENV_IDS, MaskVelocityWrapper, MemoryLength, RepeatPrevious, TMaze
 from envs.t_maze import DOWN, LEFT, RIGHT, UP
 
 NO_VEL_IDS = {"CartPoleNoVel-v1": ("CartPole-v1", (1, 3)), "PendulumNoVel-v1": ("Pendulum-v1", (2,))}
 MEMORY_TASK_IDS = tuple(env_id for env_id in MEMORY_ENV_IDS if env_id not in NO_VEL_IDS)
+# The ladder's rungs reach 1000 steps: their oracles and memoryless policies run in test_ladder_envs.py,
+# with balanced cues, so that few episodes decide.
+SCORED_TASK_IDS = tuple(env_id for env_id in MEMORY_TASK_IDS if env_id.split("-")[0] not in LADDER_FAMILIES)
 
 # The NoVel tasks inherit these from gymnasium's own CartPole/Pendulum (unbounded velocities, a [-2, 2]
 # torque); they are kept so that results stay comparable with rl-baselines3-zoo.
@@ -214,7 +217,7 @@ def test_seed_changes_the_episode(env_id: str) -> None:
     assert len(first_observations) > 1
 
 
-@pytest.mark.parametrize("env_id", MEMORY_TASK_IDS)
+@pytest.mark.parametrize("env_id", SCORED_TASK_IDS)
 def test_oracle_reaches_max_return(env_id: str) -> None:
     env = gym.make(env_id)
     make_oracle = ORACLES[family(env_id)]
@@ -222,7 +225,7 @@ def test_oracle_reaches_max_return(env_id: str) -> None:
     assert returns == pytest.approx([ENV_INFO[env_id].max_return] * len(returns), abs=1e-9)
 
 
-@pytest.mark.parametrize("env_id", MEMORY_TASK_IDS)
+@pytest.mark.parametrize("env_id", SCORED_TASK_IDS)
 def test_memoryless_policies_match_bound(env_id: str) -> None:
     bound = ENV_INFO[env_id].memoryless_bound
     for make_policy, episodes, tolerance in MEMORYLESS_POLICIES[family(env_id)]:

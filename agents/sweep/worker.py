@@ -125,6 +125,10 @@ def run_attempt(task: RunTask, attempt: int, threads: int = 1) -> Outcome:
             "config": task.config,
             "algo_kwargs": config.algo_kwargs(),
             "final_return_mean": evaluation["mean_return"],
+            # The memory ladder's tasks report info["is_success"]: None elsewhere.
+            "final_success_rate": evaluation.get("success_rate"),
+            "best_success_rate": evaluation.get("best_success_rate"),
+            "success_evaluations": evaluation.get("success_evaluations"),
             "final_return_std": evaluation["std_return"],
             "eval": evaluation,
             "threshold": task.threshold,

@@ -162,5 +162,11 @@ def train(
             else record["timesteps"],
             evaluations=[[t, m] for t, m in zip(periodic.evaluations_timesteps, means, strict=True)],
         )  # fmt: skip
+        if periodic.evaluations_successes and record["success_rate"] is not None:
+            rates = [float(np.mean(s)) for s in periodic.evaluations_successes]
+            record.update(
+                best_success_rate=max(*rates, record["success_rate"]),
+                success_evaluations=[[t, r] for t, r in zip(periodic.evaluations_timesteps, rates, strict=True)],
+            )
     (run_dir / "eval.json").write_text(json.dumps(record, indent=2))
     return record

@@ -1,0 +1,349 @@
+"""The memory ladder (third edition of the memory benchmark): how far each row's memory reaches.
+
+A row is an algorithm, a memory and its settings, used unchanged on every rung. For each task family of
+``envs.LADDER_FAMILIES`` it climbs the rungs (``<family>-L<n>-v0``) in order, ``seeds`` runs per rung, each
+training its whole budget with a deterministic evaluation every ``eval_freq`` steps on balanced cues. A run
+solves a rung when its final evaluation's success rate (``info["is_success"]``, the memory-dependent answer,
+never the return) reaches ``solved``; a row stops climbing a family after a rung that none of its seeds
+solved. Runs are recorded one JSON each as they finish (a second invocation resumes); the report is JSON,
+Markdown and the ladder plot (success against length, one line per row and family).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.sweep.backends import LocalBackend, run_all
+from agents.sweep.records import _lock, _strict_json, read_record
+from agents.sweep.spec import SweepError, _check_keys
+from agents.sweep.worker import RunTask
+from agents.training import ALGOS, ConfigError, TrainConfig, check_config
+from envs import ENV_INFO, LADDER_FAMILIES, LADDER_RUNGS, ladder_id
+from rl_lstm.bench.machine import machine_info, pin_threads
+from rl_lstm.bench.report import save_figure, write_json
+
+DEFAULT_LADDER = Path(__file__).with_name("ladder_sweep.yaml")  # package data
+
+
+@dataclass
+class Row:
+    """One row of the ladder: the run's configuration apart from the task, the budget and the seed."""
+
+    algo: str
+    cell: str = "lstm"
+    hidden_size: int = 64
+    n_envs: int = 8
+    dropout: float | None = None
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    """Arguments of the algorithm on top of its ``default`` hyperparameter entry (the ladder's ids have no
+    entry of their own), the same on every rung."""
+
+
+@dataclass
+class Ladder:
+    """The ladder's rows, rungs and rules (``ladder_sweep.yaml``)."""
+
+    rows: dict[str, Row]
+    families: list[str] = field(default_factory=lambda: list(LADDER_FAMILIES))
+    rungs: list[int] = field(default_factory=lambda: list(LADDER_RUNGS))
+    seeds: int = 3
+    total_timesteps: dict[int, int] = field(default_factory=dict)
+    """Budget per rung (environment steps of each run)."""
+    eval_freq: int = 10_000
+    eval_episodes: int = 100
+    solved: float = 0.95
+    """Final success rate at which a run counts as solving its rung."""
+    quick: Ladder | None = None
+
+    @classmethod
+    def from_dict(cls, where: str, data: Any) -> Ladder:
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), dict) or not data["rows"]:
+            raise SweepError(f"{where}: expected a mapping with a non-empty mapping 'rows'")
+        _check_keys(where, data, cls)
+        data = dict(data)
+        rows = {}
+        for name, row in data["rows"].items():
+            if not isinstance(row, dict) or "algo" not in row:
+                raise SweepError(f"{where}: rows.{name}: expected a mapping with at least algo")
+            _check_keys(f"{where}: rows.{name}", row, Row)
+            rows[name] = Row(**row)
+        data["rows"] = rows
+        if data.get("quick") is not None:
+            data["quick"] = cls.from_dict(f"{where}: quick", data["quick"])
+        ladder = cls(**data)
+        for family in ladder.families:
+            if family not in LADDER_FAMILIES:
+                raise SweepError(f"{where}: family {family!r}: unknown; choices: {', '.join(LADDER_FAMILIES)}")
+        for n in ladder.rungs:
+            if n not in LADDER_RUNGS or n not in ladder.total_timesteps:
+                raise SweepError(
+                    f"{where}: rung {n!r}: expected one of {', '.join(map(str, LADDER_RUNGS))} with a budget in "
+                    "total_timesteps"
+                )
+        return ladder
+
+
+def load_ladder(path: Path) -> Ladder:
+    import yaml
+
+    if not path.is_file():
+        raise SweepError(f"--sweep {str(path)!r}: no such file")
+    try:
+        return Ladder.from_dict(str(path), yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as e:
+        raise SweepError(f"--sweep {str(path)!r}: not valid YAML ({e})") from None
+
+
+@dataclass(frozen=True)
+class LadderTask(RunTask):
+    """A run of the ladder: named after its row, since two rows may share an algorithm and a cell."""
+
+    row: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.row}-s{self.seed}"
+
+
+def rung_tasks(ladder: Ladder, row_name: str, family: str, n: int, out: Path) -> list[LadderTask]:
+    """The seeds of one row on one rung, their configurations checked."""
+    row = ladder.rows[row_name]
+    env = ladder_id(family, n)
+    tasks = []
+    for seed in range(ladder.seeds):
+        config = TrainConfig(
+            env=env, algo=row.algo, cell=row.cell, dropout=row.dropout, hidden_size=row.hidden_size,
+            n_envs=row.n_envs, total_timesteps=ladder.total_timesteps[n], seed=seed,
+            eval_episodes=ladder.eval_episodes, eval_freq=ladder.eval_freq, hyperparams=dict(row.hyperparams),
+            checkpoint_freq=ladder.total_timesteps[n], tensorboard=False,
+        )  # fmt: skip
+        try:
+            check_config(config)
+        except ConfigError as e:
+            raise SweepError(f"rows.{row_name} on {env}: {e}") from None
+        as_dict = {k: v for k, v in dataclasses.asdict(config).items() if k != "threads"}
+        work = out / "work" / env / f"{row_name}-s{seed}"
+        tasks.append(LadderTask(env=env, algo=row.algo, cell=row.cell if ALGOS[row.algo].memory == "cell" else None,
+                                seed=seed, config=as_dict, threshold=ENV_INFO[env].threshold, work_dir=str(work),
+                                row=row_name))  # fmt: skip
+    return tasks
+
+
+def record_path(out: Path, task: LadderTask) -> Path:
+    return out / "runs" / task.row / task.env / f"s{task.seed}.json"
+
+
+def done_record(out: Path, task: LadderTask) -> dict[str, Any] | None:
+    """The run's record when it is ok and was made with the configuration planned now."""
+    record = read_record(record_path(out, task))
+    if record is None or record.get("status") != "ok" or record.get("config") != json.loads(json.dumps(task.config)):
+        return None
+    return record
+
+
+def solved(record: dict[str, Any] | None, threshold: float) -> bool:
+    rate = None if record is None else record.get("final_success_rate")
+    return rate is not None and rate >= threshold
+
+
+def climb(ladder: Ladder, out: Path, run: Any, log: Any = print) -> None:
+    """Rung by rung, the seeds of every row and family still climbing (in parallel), then the rule: a row
+    stops climbing a family after a rung that none of its seeds solved. ``run(tasks)`` makes the runs whose
+    record is missing and writes their records."""
+    climbing = {(row, family) for row in ladder.rows for family in ladder.families}
+    for n in sorted(ladder.rungs):
+        if not climbing:
+            break
+        tasks = [t for row, family in sorted(climbing) for t in rung_tasks(ladder, row, family, n, out)]
+        todo = [t for t in tasks if done_record(out, t) is None]
+        log(f"rung {n}: {len(tasks)} run(s), {len(todo)} to make")
+        if todo:
+            run(todo)
+        for row, family in sorted(climbing):
+            records = [done_record(out, t) for t in rung_tasks(ladder, row, family, n, out)]
+            if not any(solved(r, ladder.solved) for r in records):
+                log(f"  {row} stops climbing {family} after rung {n} (0/{ladder.seeds} solved)")
+                climbing.discard((row, family))
+
+
+def summarize(ladder: Ladder, out: Path) -> dict[str, Any]:
+    """Per row, family and rung: seeds solved, final and best success (mean over recorded seeds), collapse."""
+    rows: dict[str, Any] = {}
+    for row in ladder.rows:
+        for family in ladder.families:
+            for n in sorted(ladder.rungs):
+                records = [done_record(out, t) for t in rung_tasks(ladder, row, family, n, out)]
+                records = [r for r in records if r is not None]
+                if not records:
+                    continue
+                finals = [r["final_success_rate"] for r in records]
+                bests = [r.get("best_success_rate") or r["final_success_rate"] for r in records]
+                rows.setdefault(row, {}).setdefault(family, {})[str(n)] = {
+                    "seeds": len(records),
+                    "solved": sum(solved(r, ladder.solved) for r in records),
+                    "final_success": finals,
+                    "best_success": bests,
+                    "mean_final_success": sum(finals) / len(finals),
+                    "collapsed": sum(b - f > 0.05 for f, b in zip(finals, bests, strict=True)),
+                    "total_timesteps": ladder.total_timesteps[n],
+                    "wall_time_s": [r["wall_time_s"] for r in records],
+                }
+    return rows
+
+
+def markdown(ladder: Ladder, data: dict[str, Any], command: str) -> str:
+    machine = data["machine"]
+    lines = [
+        "# The memory ladder",
+        "",
+        f"Command: `{command}`. Machine: {machine['cpu_model']}, {machine['cpu_count']} cores, load average at "
+        f"the start {machine['load_average_at_start']} (shared with other jobs).",
+        "",
+        "![ladder](ladder.png)",
+        "",
+        f"A run solves a rung when its final deterministic evaluation ({ladder.eval_episodes} episodes, cues "
+        f"balanced) answers right in at least {ladder.solved:.0%} of episodes (`info[\"is_success\"]`, never the "
+        f"return); evaluations every {ladder.eval_freq} steps, full budget. A row stops climbing a family after "
+        "a rung none of its seeds solved. Cells: seeds solved / seeds run (mean final success; best success "
+        "per seed). 'collapsed': runs whose final success lies more than 0.05 below their best.",
+        "",
+    ]
+    for family in ladder.families:
+        lines += [f"## {family}", "", "| row | " + " | ".join(f"L={n}" for n in ladder.rungs) + " |",
+                  "| --- |" + " --- |" * len(ladder.rungs)]  # fmt: skip
+        for row in ladder.rows:
+            cells = []
+            for n in ladder.rungs:
+                cell = data["rows"].get(row, {}).get(family, {}).get(str(n))
+                if cell is None:
+                    cells.append("—")
+                    continue
+                best = ", ".join(f"{b:.2f}" for b in cell["best_success"])
+                collapsed = f", {cell['collapsed']} collapsed" if cell["collapsed"] else ""
+                cells.append(f"{cell['solved']}/{cell['seeds']} ({cell['mean_final_success']:.2f}; {best}{collapsed})")
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Rows", "", "| row | algo | memory | settings |", "| --- | --- | --- | --- |"]
+    for name, row in ladder.rows.items():
+        lines.append(f"| {name} | {row.algo} | {row.cell} {row.hidden_size}, {row.n_envs} envs | "
+                     f"`{json.dumps(row.hyperparams)}` |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(ladder: Ladder, data: dict[str, Any], path: Path) -> bool:
+    """Mean final success against length, one line per row and family; the memoryless bounds dotted."""
+    if not data["rows"]:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(ladder.families), figsize=(5 * len(ladder.families), 4.5), squeeze=False)
+    for ax, family in zip(axes[0], ladder.families, strict=True):
+        for i, row in enumerate(ladder.rows):
+            cells = data["rows"].get(row, {}).get(family, {})
+            points = sorted((int(n), c["mean_final_success"]) for n, c in cells.items())
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", color=plt.get_cmap("tab10")(i % 10), label=row)
+        bound = ENV_INFO[ladder_id(family, ladder.rungs[0])].memoryless_bound
+        ax.axhline(bound, color="grey", ls=":", lw=1, label="memoryless")
+        ax.axhline(ladder.solved, color="grey", ls="--", lw=1, label="solved")
+        ax.set(xscale="log", xlabel="length (steps between cue and answer)", ylabel="final success (mean of seeds)",
+               ylim=(-0.02, 1.02), title=family)  # fmt: skip
+        ax.set_xticks(ladder.rungs, [str(n) for n in ladder.rungs])
+        ax.minorticks_off()
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def report(ladder: Ladder, out: Path, command: str) -> dict[str, Any]:
+    data = {"command": command, "machine": machine_info(), "ladder": _strict_json(dataclasses.asdict(ladder)),
+            "rows": summarize(ladder, out)}  # fmt: skip
+    write_json(out / "ladder.json", data)
+    plot(ladder, data, out / "ladder.png")
+    (out / "ladder.md").write_text(markdown(ladder, data, command))
+    return data
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sweep", type=Path, default=DEFAULT_LADDER, help="Ladder file (default: %(default)s).")
+    p.add_argument("--quick", action="store_true", help="The file's small 'quick' ladder (smoke test).")
+    p.add_argument("--rows", nargs="+", help="Only these rows.")
+    p.add_argument("--families", nargs="+", help="Only these task families.")
+    p.add_argument("--max-rung", type=int, help="Climb no higher than this length.")
+    p.add_argument("--workers", type=int, default=None, help="Runs in parallel (default: usable cores).")
+    p.add_argument("--out", type=Path, default=Path("results/ladder"), help="Output folder (default: %(default)s).")
+    p.add_argument("--report-only", action="store_true", help="Write the report from the records; run nothing.")
+    return p.parse_args(argv)
+
+
+def _restrict(ladder: Ladder, args: argparse.Namespace) -> Ladder:
+    for flag, given, choices in (
+        ("--rows", args.rows, list(ladder.rows)),
+        ("--families", args.families, ladder.families),
+    ):
+        for name in given or []:
+            if name not in choices:
+                raise SweepError(f"{flag} {name!r}: not in the ladder file; choices: {', '.join(choices)}")
+    rows = {k: v for k, v in ladder.rows.items() if args.rows is None or k in args.rows}
+    families = [f for f in ladder.families if args.families is None or f in args.families]
+    rungs = [n for n in ladder.rungs if args.max_rung is None or n <= args.max_rung]
+    if not rungs:
+        raise SweepError(f"--max-rung {args.max_rung}: below the lowest rung ({min(ladder.rungs)})")
+    return dataclasses.replace(ladder, rows=rows, families=families, rungs=rungs, quick=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    pin_threads(1)
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    command = shlex.join(["python", "scripts/bench_ladder.py", *given])
+    try:
+        ladder = load_ladder(args.sweep)
+        if args.quick:
+            if ladder.quick is None:
+                raise SweepError(f"--quick: the ladder file {str(args.sweep)!r} has no 'quick' section")
+            ladder = ladder.quick
+        ladder = _restrict(ladder, args)
+    except SweepError as e:
+        print(f"bench_ladder.py: error: {e}", file=sys.stderr)
+        return 2
+    out = args.out
+    if not args.report_only:
+        lock = _lock(out)
+        if lock is False:
+            print(f"bench_ladder.py: error: another sweep is writing {out}", file=sys.stderr)
+            return 2
+        workers = args.workers or max(1, os.cpu_count() or 1)
+        backend = LocalBackend(workers, 1)
+
+        def run(tasks: list[LadderTask]) -> None:
+            def on_record(record: dict[str, Any]) -> None:
+                task = next(t for t in tasks if t.env == record["env"] and t.name == record["name"])
+                write_json(record_path(out, task), _strict_json(record))
+                print(f"  {record['status']:6} {task.run_id}: success {record.get('final_success_rate')}", flush=True)
+
+            run_all(backend, tasks, 1, on_record)
+
+        try:
+            climb(ladder, out, run)
+        except KeyboardInterrupt:
+            backend.close(abort=True)
+            print("interrupted: finished runs are recorded; run the same command again to resume", file=sys.stderr)
+            return 130
+        backend.close()
+    report(ladder, out, command)
+    print(f"report: {out / 'ladder.md'}")
+    return 0
