@@ -263,3 +263,20 @@ def test_dqn_learns_a_cue_through_a_delay() -> None:
     model.learn(1_600)
     returns, _ = evaluate_policy(model, DummyVecEnv([lambda: Monitor(CueEnv("dict", delay=2))]), n_eval_episodes=40)
     assert returns >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("algo", "env_id"),
+    [("dqn", "CartPole-v1"), ("sac", "PendulumNoVel-v1"), ("sac", "TMaze-v0"), ("dqn-mlp", "CartPole-v1"),
+     ("sac-mlp", "Pendulum-v1")],
+)  # fmt: skip
+def test_command_line_trains_evaluates_and_saves(algo: str, env_id: str, tmp_path) -> None:  # noqa: ANN001
+    from agents.training import ALGOS, TrainConfig, train
+
+    windows = {"seq_len": 8, "burn_in": 2} if algo in ("dqn", "sac") else {}
+    config = TrainConfig(env=env_id, algo=algo, n_envs=2, hidden_size=8, total_timesteps=240, eval_episodes=1,
+                         tensorboard=False, normalize="obs",
+                         hyperparams=dict(learning_starts=200, batch_size=4, buffer_size=1000, **windows))  # fmt: skip
+    record = train(config, tmp_path, log=lambda _: None)
+    assert record["timesteps"] == 240 and np.isfinite(record["mean_return"])
+    ALGOS[algo].cls.load(tmp_path / "model.zip")
