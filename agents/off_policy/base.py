@@ -183,5 +183,12 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
         (1 where an episode begins) so that each episode starts from a reset memory."""
         return self.policy.predict(observation, state, episode_start, deterministic)
 
-    def sample_windows(self) -> Any:
-        return self.replay_buffer.sample(self.batch_size, env=self._vec_normalize_env)
+    def state_drift(self, net: Any, data: Any, memory: int = 0) -> float | None:
+        """Mean |h| difference between the states stored at the windows' first loss steps and the ones the
+        burn-in recomputed from earlier stored states with today's parameters (rows with a burn-in whose
+        first loss step is not an episode start); None without a burn-in."""
+        rows = data.burn_in_steps > 0
+        if net.burned_state is None or not bool(rows.any()):
+            return None
+        stored = data.loss_states[memory][0][:, rows]
+        return float((net.burned_state[0][:, rows] - stored).abs().mean())

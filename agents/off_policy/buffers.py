@@ -44,7 +44,9 @@ class SequenceReplaySamples(NamedTuple):
     ``(L, n)``; episode_starts ``(L + 1, n)``; loss_mask ``(L, n)``: 1 on the loss steps (real steps
     past the burn-in); ends ``(n,)``: the position of each window's bootstrap observation (its last real
     step + 1); states: per memory ``(h, c)``, each ``(n_layers, n, H)``, before position 0; masks: per
-    memory the dropout masks ``(L + 1, n, W)`` or None.
+    memory the dropout masks ``(L + 1, n, W)`` or None; burn_in_steps ``(n,)``: the real steps of each
+    window's burn-in; loss_states: per memory the ``(h, c)`` stored at each window's first loss step (what
+    the burn-in recomputes: their difference is how far stored states drift from the current parameters').
     """
 
     observations: th.Tensor | TensorDict
@@ -56,6 +58,8 @@ class SequenceReplaySamples(NamedTuple):
     ends: th.Tensor
     states: tuple[tuple[th.Tensor, th.Tensor], ...]
     masks: tuple[th.Tensor | None, ...]
+    burn_in_steps: th.Tensor
+    loss_states: tuple[tuple[th.Tensor, th.Tensor], ...]
 
 
 def _obs_shapes(space: spaces.Space) -> dict[str, tuple[int, ...]]:
@@ -287,6 +291,7 @@ class SequenceReplayBuffer(BaseBuffer):
         states = self.states[first, env_idx]  # (n, 2 * n_memories, n_layers, H); zeros before a left padding
         states = np.where((back < b)[:, None, None, None], 0.0, states).astype(np.float32)
         states = self.to_torch(states.transpose(1, 2, 0, 3))  # (2 * n_memories, n_layers, n, H)
+        at_loss = self.to_torch(self.states[index, env_idx].transpose(1, 2, 0, 3))  # the first loss step's state
         loss = np.zeros((n, big_l), dtype=np.float32)
         loss[:, b:] = offsets[None, :] < forward[:, None]
         observations = {k: self._tm(v) for k, v in obs.items()}
@@ -300,6 +305,8 @@ class SequenceReplayBuffer(BaseBuffer):
             ends=self.to_torch(ends.astype(np.int64)),
             states=tuple((states[2 * m], states[2 * m + 1]) for m in range(len(self.mask_widths))),
             masks=tuple(masks),
+            burn_in_steps=self.to_torch(back.astype(np.int64)),
+            loss_states=tuple((at_loss[2 * m], at_loss[2 * m + 1]) for m in range(len(self.mask_widths))),
         )
 
     def _tm(self, array: np.ndarray) -> th.Tensor:

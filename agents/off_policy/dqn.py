@@ -150,10 +150,12 @@ class RecurrentDQN(RecurrentOffPolicyAlgorithm):
     def train(self, gradient_steps: int, batch_size: int = 32) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        losses = []
+        losses, drifts = [], []
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             q_all = self.window_q_values(data)  # (L + 1, n, A)
+            if self.burn_in:
+                drifts.append(self.state_drift(self.policy.q_net.net, data))
             with th.no_grad():
                 q_target = self.policy.q_values(self.policy.q_net_target, data, self.burn_in)
                 best = q_all.argmax(-1, keepdim=True)  # double DQN: the online network chooses
@@ -172,6 +174,9 @@ class RecurrentDQN(RecurrentOffPolicyAlgorithm):
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", float(np.mean(losses)))
+        drifts = [d for d in drifts if d is not None]
+        if drifts:
+            self.logger.record("train/state_drift", float(np.mean(drifts)))
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "q_net", "q_net_target"]

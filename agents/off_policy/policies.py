@@ -66,6 +66,7 @@ class MemoryNet(nn.Module):
         super().__init__()
         self.features_extractor = features_extractor
         self.memory = memory
+        self.burned_state: Hidden | None = None  # the state after the last forward's burn-in
 
     def features(self, obs: PyTorchObs, policy: BasePolicy) -> th.Tensor:
         return policy.extract_features(obs, self.features_extractor)
@@ -88,6 +89,7 @@ class MemoryNet(nn.Module):
             return self.memory(x, state, episode_starts, masks, need_state=False)[0]
         with th.no_grad():
             first, state = self.memory(x[:burn_in], state, episode_starts[:burn_in], _part(masks, 0, burn_in))
+        self.burned_state = state
         rest, _ = self.memory(x[burn_in:], state, episode_starts[burn_in:], _part(masks, burn_in, t), need_state=False)
         return th.cat([first, rest])
 

@@ -107,7 +107,8 @@ class RecurrentSAC(RecurrentOffPolicyAlgorithm):
         if self.ent_coef_optimizer is not None:
             optimizers.append(self.ent_coef_optimizer)
         self._update_learning_rate(optimizers)
-        logs: dict[str, list[float]] = {"actor_loss": [], "critic_loss": [], "ent_coef": [], "ent_coef_loss": []}
+        logs: dict[str, list[float]] = {"actor_loss": [], "critic_loss": [], "ent_coef": [], "ent_coef_loss": [],
+                                        "state_drift": []}  # fmt: skip
         for step in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             self._train_step(data, logs)
@@ -122,6 +123,9 @@ class RecurrentSAC(RecurrentOffPolicyAlgorithm):
     def _train_step(self, data: SequenceReplaySamples, logs: dict[str, list[float]]) -> None:
         policy, mask = self.policy, data.loss_mask
         latent_pi, latent_q, latent_target = policy.latents(data, self.burn_in)
+        drift = self.state_drift(policy.actor.net, data) if self.burn_in else None
+        if drift is not None:
+            logs["state_drift"].append(drift)
         if policy.share_memory:
             latent_pi = latent_pi.detach()  # the shared memory learns from the critic's loss only
         discrete = policy.discrete
