@@ -37,8 +37,9 @@ def _fill(buffer: SequenceReplayBuffer, steps: int, seed: int = 0) -> None:
         state = (h + th.as_tensor(obs[:, 2])[None, :, None], h + th.as_tensor(obs[:, 1])[None, :, None])
         buffer.add(obs, obs + [0, 0, 1], np.zeros((n, 1)), obs[:, 2], done, infos,
                    episode_start=starts, states=[state], masks=[None])  # fmt: skip
-        starts = done
-        episode, t = np.where(done, episode + 1, episode), np.where(done, 0, t + 1)
+        cut = rng.random(n) < 0.02  # an episode cut without an end (a new learn() resets the envs)
+        starts = done | cut
+        episode, t = np.where(starts, episode + 1, episode), np.where(starts, 0, t + 1)
 
 
 @pytest.mark.parametrize("full", [False, True])

@@ -251,7 +251,11 @@ class SequenceReplayBuffer(BaseBuffer):
         stored = offsets[None, :] <= age[:, None]
         ended = self.ends[ahead, env_idx[:, None]] & stored
         first_end = np.where(ended.any(1), ended.argmax(1) + 1, learn)
-        forward = np.minimum(np.minimum(first_end, age + 1), learn)  # loss steps of each window
+        # An episode can also be cut without an end (learn() called again with reset_num_timesteps=True):
+        # a window stops before the next episode start too.
+        restart = (self.episode_starts[ahead, env_idx[:, None]] > 0) & stored & (offsets[None, :] >= 1)
+        first_restart = np.where(restart.any(1), restart.argmax(1), learn)
+        forward = np.minimum.reduce([first_end, first_restart, age + 1])  # loss steps of each window (<= learn)
         # Position p holds step index + p - b for -back <= p - b < forward; position b + forward the next obs.
         pos = np.arange(big_l + 1)
         rel = pos[None, :] - b  # (n, L + 1)
