@@ -283,3 +283,17 @@ def test_command_line_trains_evaluates_and_saves(algo: str, env_id: str, tmp_pat
     record = train(config, tmp_path, log=lambda _: None)
     assert record["timesteps"] == 240 and np.isfinite(record["mean_return"])
     ALGOS[algo].cls.load(tmp_path / "model.zip")
+
+
+def test_n_step_targets_stop_at_the_window_end_and_at_termination() -> None:
+    from agents.off_policy.dqn import n_step_targets
+
+    g = 0.5
+    rewards = th.tensor([[1.0], [2.0], [4.0], [0.0]])  # positions 0..2 real, 3 the bootstrap observation
+    terminated = th.tensor([[0.0], [0.0], [1.0], [0.0]])
+    values = th.tensor([[10.0], [20.0], [40.0], [80.0], [0.0]])
+    targets = n_step_targets(rewards, terminated, values, th.tensor([3]), g, n=2)[:3, 0]
+    expected = [1 + g * 2 + g**2 * 40, 2 + g * 4, 4.0]  # the terminated step's value is never added
+    assert th.allclose(targets, th.tensor(expected))
+    alive = n_step_targets(rewards, th.zeros_like(terminated), values, th.tensor([3]), g, n=2)[:3, 0]
+    assert th.allclose(alive, th.tensor([1 + g * 2 + g**2 * 40, 2 + g * 4 + g**2 * 80, 4 + g * 80]))
