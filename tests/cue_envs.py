@@ -54,7 +54,7 @@ class CueEnv(gym.Env):
         cue = np.zeros(2, np.float32)
         if shown:
             cue[self.cue] = 1.0
-        return {"cue": cue, "clock": self.t}
+        return {"cue": cue, "clock": min(self.t, self.delay)}  # the terminal observation stays in the space
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)

@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sb3_contrib import RecurrentPPO as SB3RecurrentPPO
-from stable_baselines3 import PPO
+from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.a2c import RecurrentA2C
+from agents.off_policy import RecurrentDQN, RecurrentSAC
 from agents.ppo import RecurrentPPO
 
 
@@ -38,7 +39,12 @@ class AlgoSpec:
 ALGOS: dict[str, AlgoSpec] = {
     "ppo": AlgoSpec(RecurrentPPO, "CellLstmPolicy", "recurrent PPO", memory="cell"),
     "a2c": AlgoSpec(RecurrentA2C, "CellLstmPolicy", "recurrent A2C", memory="cell", relative_cost=0.7),
+    # Off-policy agents with memory: sequence replay from stored states, burn-in (agents.off_policy).
+    "dqn": AlgoSpec(RecurrentDQN, "CellLstmPolicy", "recurrent DQN", memory="cell", relative_cost=2.0),
+    "sac": AlgoSpec(RecurrentSAC, "CellLstmPolicy", "recurrent SAC", memory="cell", relative_cost=4.0),
     # The baselines the benchmarks run beside ours.
+    "dqn-mlp": AlgoSpec(DQN, "MlpPolicy", "DQN, no memory (MLP)", memory="none", relative_cost=0.3),
+    "sac-mlp": AlgoSpec(SAC, "MlpPolicy", "SAC, no memory (MLP)", memory="none", relative_cost=1.0),
     "ppo-mlp": AlgoSpec(PPO, "MlpPolicy", "no memory (MLP)", memory="none", relative_cost=0.3),
     # SB3's maintainers' usual advice: frame stacking is often competitive with an LSTM.
     "ppo-mlp-fs4": AlgoSpec(PPO, "MlpPolicy", "MLP, 4 stacked frames", memory="none", frame_stack=4,

@@ -68,8 +68,9 @@ class TrainConfig:
 
     env: str = option("CartPole-v1", "Gymnasium id to train on (ids of envs and of --env-package modules included).")
     algo: str = option(
-        "ppo", "Algorithm: ppo or a2c (recurrent, memory from the cell registry); ppo-mlp and sb3-ppo-lstm are "
-        "the baselines.", choices=lambda: list(ALGOS),
+        "ppo", "Algorithm: ppo or a2c (recurrent, memory from the cell registry), dqn or sac (off-policy, "
+        "memory from the cell registry); ppo-mlp, dqn-mlp, sac-mlp and sb3-ppo-lstm are the baselines.",
+        choices=lambda: list(ALGOS),
     )  # fmt: skip
     cell: str = option("lstm", "Memory cell, a name from the rl_lstm registry.", choices=lambda: list(CELLS))
     dropout: float | None = option(
