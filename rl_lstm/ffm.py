@@ -22,10 +22,12 @@ class FFM(LinearRecurrence):
     ``y_t = LN(z_t * sigmoid(W_4 x_t)) + W_5 x_t * (1 - sigmoid(W_4 x_t))``, the layer norm
     without gain or bias as in the authors' code.
 
-    ``FFM(input_size, hidden_size, bias=True, dropout=0.0, dropout_method=None, context_size=4,
-    min_period=1, max_period=1024)``: ``memory_size m = hidden_size / context_size`` decay rates,
-    starting evenly in ``[-e, -1e-6]``, and ``c = context_size`` frequencies ``2 pi / period``,
-    periods evenly in ``[min_period, max_period]``.
+    ``FFM(input_size, hidden_size, bias=True, dropout=0.0, dropout_method=None, context_size=None,
+    min_period=1, max_period=1024)``: ``context_size`` (c, default 4, or the largest divisor of
+    ``hidden_size`` below 4) frequencies, ``memory_size m = hidden_size / c`` decay rates,
+    starting evenly from ``-e`` (the JAX reference's fastest) to ``log(0.01) / max_period`` (the
+    PyTorch reference's slowest: 1% of an input left after ``max_period`` steps), and the
+    frequencies ``2 pi / period``, periods evenly in ``[min_period, max_period]``.
 
     Parameters: ``weight_ih`` (2m + 2H, I) and ``bias_ih`` = [W_1; W_2; W_4; W_5] and their biases;
     ``alpha`` (m); ``omega`` (c); ``weight_mix`` (H, 2H), ``bias_mix`` (H).
@@ -47,11 +49,13 @@ class FFM(LinearRecurrence):
         bias: bool = True,
         dropout: float = 0.0,
         dropout_method: str | None = None,
-        context_size: int = 4,
+        context_size: int | None = None,
         min_period: float = 1.0,
         max_period: float = 1024.0,
     ) -> None:
         super().__init__(input_size, hidden_size, bias, dropout, dropout_method)
+        if context_size is None:  # the authors' 4 where it divides hidden_size, else the largest divisor below
+            context_size = next(k for k in (4, 3, 2, 1) if self.hidden_size % k == 0)
         self.context_size = check_size("context_size", context_size)
         if self.hidden_size % self.context_size:
             raise ValueError(
@@ -81,7 +85,9 @@ class FFM(LinearRecurrence):
                 nn.init.uniform_(w, -bound, bound)
                 if b is not None:
                     nn.init.uniform_(b, -bound, bound)
-            self.alpha.copy_(torch.linspace(-math.e, -1e-6, self.memory_size))
+            # From forgetting 1 - e^-e per step to keeping 1% of an input after max_period steps.
+            slowest = min(-1e-6, math.log(0.01) / self.max_period)
+            self.alpha.copy_(torch.linspace(-math.e, slowest, self.memory_size))
             periods = torch.linspace(self.min_period, self.max_period, self.context_size)
             self.omega.copy_(2 * math.pi / periods)
 
@@ -98,7 +104,8 @@ class FFM(LinearRecurrence):
         m = self.memory_size
         pre, gate_in, gates_out = F.linear(x, self.weight_ih, self.bias_ih).split([m, m, 2 * self.hidden_size], -1)
         trace_in = pre * gate_in.sigmoid()  # (T, B, m)
-        b_re = trace_in.repeat_interleave(self.context_size, -1)  # (T, B, m * c): x~ 1_c^T, real
+        # (T, B, m * c): x~ 1_c^T, real (expand, not repeat_interleave, whose ONNX form loses the rank)
+        b_re = trace_in.unsqueeze(-1).expand(*trace_in.shape, self.context_size).flatten(-2)
         return self.decay(), (b_re, torch.zeros_like(b_re)), gates_out
 
     def _readout(self, s: Parts, gates_out: Tensor, masks: Tensor | None) -> Tensor:
