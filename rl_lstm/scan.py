@@ -181,8 +181,15 @@ class LinearRecurrence(RecurrentLayer):
     def _output_mask(self, out: Tensor, masks: Tensor | None) -> Tensor:
         return out * masks if masks is not None and self.mask_spec.site == "output" else out
 
-    def _run(self, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, masks: Tensor | None,
-             need_state: bool = True):
+    def _run(
+        self,
+        x: Tensor,
+        h: Tensor,
+        c: Tensor | None,
+        starts: Tensor | None,
+        masks: Tensor | None,
+        need_state: bool = True,
+    ):
         a, b, ctx = self._coefficients(x, masks)
         a, b = self._mask_coefficients(a, b, masks)
         s0 = (h,) if c is None else (h, c)
