@@ -40,13 +40,59 @@ def linear_scan(a: Tensor, b: Tensor, s0: Tensor, starts: Tensor | None = None, 
             zero, whatever came before (selected, never multiplied away).
         block: steps per block (default ``ceil(sqrt(T))``).
 
-    Returns ``(T, B, N)``: ``s_t`` after each step.
+    Returns ``(T, B, N)``: ``s_t`` after each step. Under autograd the backward is the same scan run
+    backwards in time (``g_t = dL/ds_t + conj(a_{t+1}) g_{t+1}``, cut at episode starts), not a
+    graph of the forward's steps.
     """
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or s0.requires_grad):
+        return _LinearScan.apply(a, b, s0, starts, block)
+    return _scan(a, b, s0, starts, block)
+
+
+class _LinearScan(torch.autograd.Function):
+    """:func:`_scan` with its backward written as the reverse scan (PyTorch's conjugate convention for
+    complex inputs: ``grad_a = g * conj(s_{t-1})``, ``grad_s_{t-1} = g * conj(a_t)``)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, s0: Tensor, starts: Tensor | None, block: int | None) -> Tensor:
+        decay = _cut(a.expand_as(b), starts)
+        s = _scan(decay, b, s0, starts, block)  # starts: selection inside, so no NaN crosses a start
+        ctx.save_for_backward(decay, s0, s)
+        ctx.starts, ctx.block, ctx.a_shape = starts, block, a.shape
+        return s
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        decay, s0, s = ctx.saved_tensors
+        # g_t (total) = g_t + conj(a_{t+1}) g_{t+1}: the same recurrence backwards in time; a start at
+        # t+1 already zeroed a_{t+1}, so no gradient crosses it.
+        after = torch.cat([decay[1:], decay.new_zeros(1, *decay.shape[1:])]).conj()
+        total = _scan(after.flip(0), g.flip(0), torch.zeros_like(s0), None, ctx.block).flip(0)
+        grad_a = grad_s0 = None
+        if ctx.needs_input_grad[0]:
+            before = torch.cat([s0.unsqueeze(0), s[:-1]])  # s_{t-1}
+            grad_a = total * before.conj()
+            if ctx.starts is not None:  # a was replaced by 0 there: it had no effect
+                grad_a = torch.where(ctx.starts.unsqueeze(-1), torch.zeros((), dtype=grad_a.dtype), grad_a)
+            grad_a = grad_a.sum_to_size(ctx.a_shape)
+        if ctx.needs_input_grad[2]:
+            grad_s0 = total[0] * decay[0].conj()
+        return grad_a, total, grad_s0, None, None
+
+
+def _cut(a: Tensor, starts: Tensor | None) -> Tensor:
+    """``a`` with 0 selected where a row starts an episode."""
+    if starts is None:
+        return a
+    return torch.where(starts.unsqueeze(-1), torch.zeros((), dtype=a.dtype), a)
+
+
+def _scan(a: Tensor, b: Tensor, s0: Tensor, starts: Tensor | None, block: int | None) -> Tensor:
+    """The blocked scan of :func:`linear_scan`, differentiable step by step by autograd."""
     seq_len = b.shape[0]
-    a = a.expand_as(b)
+    a = _cut(a.expand_as(b), starts)
     if starts is not None:
         cut = starts.unsqueeze(-1)  # (T, B, 1)
-        a = torch.where(cut, torch.zeros((), dtype=a.dtype), a)
     length = block or max(1, math.isqrt(seq_len - 1) + 1)  # ceil(sqrt(T))
     n_blocks = -(-seq_len // length)
     pad = n_blocks * length - seq_len
