@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 
 from rl_lstm.base import RecurrentLayer
+from rl_lstm.ffm import FFM
 from rl_lstm.gru import GRU, GalGRU, SemeniutaGRU, ZoneoutGRU
 from rl_lstm.layer_norm_gru import LayerNormGalGRU, LayerNormGRU, LayerNormSemeniutaGRU, LayerNormZoneoutGRU
 from rl_lstm.layer_norm_lstm import (
@@ -15,7 +16,9 @@ from rl_lstm.layer_norm_lstm import (
     LayerNormSemeniutaLSTM,
     LayerNormZoneoutLSTM,
 )
+from rl_lstm.lru import LRU
 from rl_lstm.lstm import LSTM, GalLSTM, MoonLSTM, SemeniutaLSTM, ZoneoutLSTM
+from rl_lstm.min_rnn import MinGRU, MinLSTM
 from rl_lstm.rnn import RNN
 from rl_lstm.slow_lstm import SlowLSTM
 from rl_lstm.torch_adapter import TorchGRU, TorchLSTM
@@ -43,6 +46,10 @@ CELLS: dict[str, type[RecurrentLayer]] = {
     "ln-gru-semeniuta": LayerNormSemeniutaGRU,
     "ln-gru-zoneout": LayerNormZoneoutGRU,
     "rnn": RNN,
+    "mingru": MinGRU,
+    "minlstm": MinLSTM,
+    "lru": LRU,
+    "ffm": FFM,
 }
 
 # Keyword arguments that only the LayerNorm family takes (each cell takes those its constructor names).

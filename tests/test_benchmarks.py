@@ -214,3 +214,16 @@ def test_capacity_builds_each_cell_from_its_torch_module(capacity):
             assert r["error_train_mode"]["mean"] == pytest.approx(r["error"]["mean"], rel=1e-6), r
         elif r["cell"] == "gru-gal":
             assert r["error_train_mode"]["mean"] != pytest.approx(r["error"]["mean"], rel=1e-6), r
+
+
+def test_scan_benchmark_quick(tmp_path):
+    """bench_scan: every linear-recurrence memory against lstm (update) and torch.gru_cell (collection)."""
+    _run("bench_scan.py", tmp_path)
+    data = json.loads((tmp_path / "scan_speed.json").read_text())
+    assert data["machine"]["cpu_model"] and data["settings"]["seq_len"] == 16
+    for key, ref in (("update", "lstm"), ("update_starts", "lstm"), ("collection", "gru_cell")):
+        assert set(data[key]) == {ref, "mingru", "minlstm", "lru", "ffm"}
+        for row in data[key].values():
+            assert row["ms"]["median"] > 0 and row[f"speedup_vs_{ref}"]["n"] == 3
+    text = (tmp_path / "scan_speed.md").read_text()
+    assert "speed-up vs lstm" in text and "speed-up vs gru_cell" in text

@@ -23,30 +23,43 @@ def make_sync(device: str) -> Callable[[], None]:
     return lambda: None
 
 
-def time_once(fn: Timer, n: int, sync: Callable[[], None]) -> float:
-    """Seconds for ``fn(n)``."""
+def time_once(fn: Timer, n: int, sync: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds for ``fn(n)`` on ``clock`` (wall clock by default; ``time.process_time`` counts only this
+    process's CPU time, the uncontended cost of one thread on a machine shared with other work)."""
     sync()
-    t0 = time.perf_counter()
+    t0 = clock()
     fn(n)
     sync()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
-def calibrate(timers: dict[str, Timer], s: Any, sync: Callable[[], None], lo: int, hi: int) -> int:
+def calibrate(
+    timers: dict[str, Timer],
+    s: Any,
+    sync: Callable[[], None],
+    lo: int,
+    hi: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> int:
     """Warm every timer up (excluded from the figures), then pick n so a round lasts ~round_seconds.
 
     ``s`` holds the settings read here: ``warmup_steps``, ``steps`` (a fixed count, or None) and
     ``round_seconds``."""
     for fn in timers.values():
         fn(2)  # first calls: lazy initialisation, allocator growth, oneDNN primitive caches
-    per_round = sum(time_once(fn, s.warmup_steps, sync) / s.warmup_steps for fn in timers.values())
+    per_round = sum(time_once(fn, s.warmup_steps, sync, clock) / s.warmup_steps for fn in timers.values())
     if s.steps is not None:
         return s.steps
     return max(lo, min(hi, int(s.round_seconds / per_round)))
 
 
 def time_rounds(
-    timers: dict[str, Timer], n: int, repeats: int, sync: Callable[[], None], rng: random.Random
+    timers: dict[str, Timer],
+    n: int,
+    repeats: int,
+    sync: Callable[[], None],
+    rng: random.Random,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Seconds per step (or call) of every timer in each of ``repeats`` shuffled rounds."""
     per_step: dict[str, list[float]] = {k: [] for k in timers}
@@ -57,7 +70,7 @@ def time_rounds(
         for _ in range(repeats):
             rng.shuffle(order)
             for k in order:
-                per_step[k].append(time_once(timers[k], n, sync) / n)
+                per_step[k].append(time_once(timers[k], n, sync, clock) / n)
     finally:
         gc.enable()
     return per_step
