@@ -19,15 +19,16 @@ STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
 def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str | None]:
-    """Optuna's parameter importances (fANOVA) over the completed trials, or None and why not."""
+    """Parameter importances over the completed trials by PED-ANOVA (Optuna's evaluator that needs no
+    other package; fANOVA needs scikit-learn), or None and why not."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
         return None, f"{len(complete)} completed trial(s); importances need at least 2"
     try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         found = optuna.importance.get_param_importances(study, evaluator=evaluator)
         return {k: float(v) for k, v in found.items()}, None
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, ImportError) as e:
         return None, str(e)
 
 
@@ -107,7 +108,7 @@ def markdown(summary: dict[str, Any]) -> str:
                       f"Train with it: `{summary['best_files']['command']}`", ""]  # fmt: skip
     else:
         lines += ["No trial has completed yet.", ""]
-    lines += ["## Parameter importances (fANOVA over the completed trials)", ""]
+    lines += ["## Parameter importances (PED-ANOVA over the completed trials)", ""]
     if summary["importances"]:
         rows = [[k, f"{v:.3f}"] for k, v in summary["importances"].items()]
         lines += [md_table(["parameter", "importance"], rows), ""]
@@ -164,7 +165,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     if summary["importances"]:
         names = list(summary["importances"])[::-1]
         bx.barh(names, [summary["importances"][n] for n in names], color="tab:green")
-        bx.set_xlabel("importance (fANOVA)")
+        bx.set_xlabel("importance (PED-ANOVA)")
     else:
         bx.text(0.5, 0.5, f"importances not computed:\n{summary['importances_note']}", ha="center", va="center",
                 wrap=True, fontsize=8)  # fmt: skip

@@ -62,7 +62,7 @@ class Search:
         storage = args.storage
         if storage is None:
             out.mkdir(parents=True, exist_ok=True)
-            storage = f"sqlite:///{out / 'study.db'}"  # relative: the workers share the working folder
+            storage = f"sqlite:///{(out / 'study.db').resolve()}"  # absolute: a Ray worker's folder is its own
         return cls(algo, env, cells, base, space, name, storage, out, args.trials, args.n_jobs, seeds, eval_every,
                    args.sampler, args.sampler_seed, args.startup_trials, pruner, args.backend, args.address,
                    args.keep_runs, args.verify_seeds, args.verify_timesteps or budget)  # fmt: skip
@@ -83,7 +83,8 @@ class Search:
             "n_timesteps": self.base["total_timesteps"], "seeds_per_trial": self.seeds_per_trial,
             "first_seed": self.base.get("seed", 0), "eval_every": self.eval_every,
             "eval_episodes": self.base.get("eval_episodes", 20), "sampler": self.sampler, "pruner": self.pruner.name,
-            "space": _shown(self.space.path), "storage": self.storage, "training_options": self.base,
+            "space": _shown(self.space.path),
+            "storage": self.storage.replace(f"sqlite:///{Path.cwd()}/", "sqlite:///"), "training_options": self.base,
             "machine": machine_info(),
         }  # fmt: skip
 
