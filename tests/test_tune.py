@@ -176,3 +176,48 @@ def test_merging_an_entry_keeps_the_others_and_refuses_to_change_them(tmp_path):
     with pytest.raises(ValueError, match="TMaze-\\*.*undefined alias 'tmaze'.*not written"):
         merge_entry(path, "TMaze-*", {"gamma": 0.5}, [])  # its anchor is used by the longer corridors
     assert path.read_text() == text
+
+
+def test_an_interrupted_study_keeps_its_finished_trials_and_fails_the_running_ones(tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    import optuna
+
+    from agents.sweep.worker import Outcome
+    from agents.tuning.study import PrunerSpec, fail_orphans, open_study, run_trials
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study("s", storage, optuna.samplers.RandomSampler(seed=0), PrunerSpec("none"))
+    space = load_space("ppo", space_file(tmp_path, SPACE))
+
+    class Backend:  # the first trial ends, then Ctrl-C arrives while the second runs
+        def __init__(self):
+            self.tasks = []
+
+        def submit(self, task, attempt):
+            self.tasks.append(task)
+
+        def results(self):
+            yield self.tasks[0], 0, Outcome(record={"state": "complete", "value": 1.0, "seeds": []})
+            raise KeyboardInterrupt
+
+    def make_task(trial, settings):
+        return type("Task", (), {"number": trial.number})()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(study, space, ["nn"], make_task, Backend(), n_trials=3, n_jobs=1, log=lambda m: None)
+    study = open_study("s", storage, optuna.samplers.RandomSampler(seed=0), PrunerSpec("none"))
+    assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 1.0), ("FAIL", None)]
+    assert study.trials[1].user_attrs["error"] == "interrupted"
+
+    # A trial left running by a study process killed outright is recorded as failed on the next start.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask()
+    trial.set_user_attr("driver", f"{socket.gethostname()}:{dead.pid}")
+    alive = study.ask()
+    alive.set_user_attr("driver", f"{socket.gethostname()}:{os.getpid()}")
+    assert fail_orphans(study) == [trial.number]
+    assert [t.state.name for t in study.trials[2:]] == ["FAIL", "RUNNING"]
