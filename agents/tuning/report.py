@@ -130,6 +130,7 @@ def markdown(summary: dict[str, Any]) -> str:
     rows = []
     for t in summary["trials"]:
         end = t["state"].lower() + (f" at {t['pruned_at']}" if t["pruned_at"] is not None else "")
+        end += f": {t['error'][0][:80]}" if t["error"] else ""
         finals = ", ".join(_fmt(s.get("final")) for s in t["seeds"] if s.get("final") is not None) or "-"
         rows.append([t["number"], end, _fmt(t["value"], 2), finals, _fmt(t["duration_s"], 0)]
                     + [_fmt(t["params"].get(n), 3) for n in names])  # fmt: skip
