@@ -61,7 +61,6 @@ class Search:
         space = load_space(algo, args.space)
         storage = args.storage
         if storage is None:
-            out.mkdir(parents=True, exist_ok=True)
             storage = f"sqlite:///{(out / 'study.db').resolve()}"  # absolute: a Ray worker's folder is its own
         return cls(algo, env, cells, base, space, name, storage, out, args.trials, args.n_jobs, seeds, eval_every,
                    args.sampler, args.sampler_seed, args.startup_trials, pruner, args.backend, args.address,
@@ -135,6 +134,7 @@ def verify(search: Search, backend: Any, settings: Settings, trial: int, log: An
 def run(search: Search, command: str, write_to: Path | None = None, log: Any = print) -> int:
     """Run the search's new trials, then write the summary and the best entry (and verify it when asked)."""
     sampler = make_sampler(search.sampler, search.sampler_seed, search.startup_trials)
+    search.out.mkdir(parents=True, exist_ok=True)  # the default storage lies in it
     study = open_study(search.study_name, search.storage, sampler, search.pruner)
     before = len(study.trials)
     orphans = fail_orphans(study)
@@ -142,7 +142,6 @@ def run(search: Search, command: str, write_to: Path | None = None, log: Any = p
         log(f"trials {orphans} were left running by a study process that has ended: recorded as failed")
     log(f"study {search.study_name!r} in {search.storage}: {before} trial(s) so far; {search.trials} to run, "
         f"{search.n_jobs} at a time on the {search.backend} backend")  # fmt: skip
-    search.out.mkdir(parents=True, exist_ok=True)
     header = search.header(command)
     backend = None
     code = 0
