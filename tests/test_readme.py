@@ -50,6 +50,8 @@ def tiny(command: str) -> list[str]:
         args[i + 1] = "192" if "--resume" in args else "64"
     elif args[0] == "scripts/train.py":
         args += ["--total-timesteps", "64"]
+    if args[0] == "scripts/tune.py":  # one trial of one rollout (the space's largest n_steps x 8 envs)
+        args += ["--trials", "1", "--n-timesteps", "1024", "--eval-episodes", "1", "--no-tensorboard"]
     return [sys.executable, *args, *(TINY_TRAIN if args[0] == "scripts/train.py" else [])]
 
 

@@ -20,6 +20,10 @@ from typing import Any, Protocol
 from agents.sweep.worker import Outcome, RunTask, run_attempt
 from rl_lstm.bench.machine import pin_threads
 
+Runner = Callable[[Any, int, int], Outcome]
+"""What a worker runs for one attempt: ``runner(task, attempt, threads) -> Outcome``, never raising; a
+module-level function, so that it reaches spawned processes and Ray workers by name."""
+
 
 @dataclass
 class _Pending:
@@ -46,8 +50,9 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_main(conn: Connection, threads: int) -> None:
-    """Loop of a local worker process: receive (task, attempt), send back the Outcome; None stops it."""
+def _worker_main(conn: Connection, threads: int, runner: Runner = run_attempt) -> None:
+    """Loop of a local worker process: receive (task, attempt), send back the Outcome of ``runner``; None
+    stops it."""
     pin_threads(threads)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     while True:
@@ -58,7 +63,7 @@ def _worker_main(conn: Connection, threads: int) -> None:
         if message is None:
             return
         task, attempt = message
-        conn.send(run_attempt(task, attempt, threads))
+        conn.send(runner(task, attempt, threads))
 
 
 @dataclass
@@ -72,18 +77,20 @@ class LocalBackend:
     """``workers`` spawned processes, each running one attempt at a time pinned to ``threads`` threads.
 
     Each process is watched on its own, so a process that dies takes only its own attempt with it:
-    that attempt comes back as an error and the process is replaced.
+    that attempt comes back as an error and the process is replaced. ``runner`` runs each attempt (the
+    sweep's training run by default).
     """
 
-    def __init__(self, workers: int, threads: int = 1) -> None:
+    def __init__(self, workers: int, threads: int = 1, runner: Runner = run_attempt) -> None:
         self.threads = threads
+        self.runner = runner
         self.context = mp.get_context("spawn")  # no fork: torch's thread pools do not survive it
         self.slots = [self._start() for _ in range(workers)]
         self.queue: list[tuple[RunTask, int]] = []
 
     def _start(self) -> _Slot:
         parent, child = self.context.Pipe()
-        process = self.context.Process(target=_worker_main, args=(child, self.threads), daemon=True)
+        process = self.context.Process(target=_worker_main, args=(child, self.threads, self.runner), daemon=True)
         process.start()
         child.close()
         return _Slot(process, parent)
@@ -138,10 +145,11 @@ class RayBackend:
 
     Ray's own task retries are off (``max_retries=0``): a task whose worker dies comes back as an
     error and goes through the same retry loop as a run that raised, so that every run gets exactly
-    ``1 + retries`` attempts on either backend.
+    ``1 + retries`` attempts on either backend. ``runner`` runs each attempt, as on the local backend.
     """
 
-    def __init__(self, workers: int, threads: int = 1, address: str | None = None) -> None:
+    def __init__(self, workers: int, threads: int = 1, address: str | None = None,
+                 runner: Runner = run_attempt) -> None:
         import ray  # only here: the local backend must not need Ray
 
         self.ray = ray
@@ -150,7 +158,7 @@ class RayBackend:
                 ray.init(address=address, log_to_driver=False)
             else:
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        self.remote = ray.remote(num_cpus=threads, max_retries=0)(run_attempt)
+        self.remote = ray.remote(num_cpus=threads, max_retries=0)(runner)
         self.threads = threads
         self.in_flight: dict[Any, tuple[RunTask, int]] = {}
 
