@@ -92,7 +92,9 @@ def _chunk(monkeypatch, path, cell, x, state, starts, masks):
 
 @pytest.mark.parametrize("path", ROUTINES)
 @pytest.mark.parametrize("name", ["lstm", "gal", "ln", "ln-zoneout"])
-@pytest.mark.parametrize(("dtype", "hidden", "batch"), [(torch.float64, 37, 8), (torch.float64, 64, 3), (torch.float32, 64, 8)])
+@pytest.mark.parametrize(
+    ("dtype", "hidden", "batch"), [(torch.float64, 37, 8), (torch.float64, 64, 3), (torch.float32, 64, 8)]
+)
 def test_chunk_on_routine_equals_blas(module, monkeypatch, path, name, dtype, hidden, batch):
     """A whole chunk (forward, every gradient) on the routine against the same chunk on BLAS."""
     torch.manual_seed(0)
