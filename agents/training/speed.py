@@ -179,7 +179,9 @@ def report(all_rows: dict[int, list[Row]], settings: dict[str, Any]) -> str:
         "# Training speed",
         "",
         f"Machine: {describe_machine(settings['machine'])}. Budget {settings['budget']} env-steps per run, "
-        f"{settings['repeats']} repeat(s) of interleaved rounds, medians (min-max over the repeats). "
+        f"{settings.get('repeats_done', settings['repeats'])} of {settings['repeats']} repeat(s) of interleaved "
+        "rounds, "
+        f"medians (min-max over the repeats). "
         f"Recurrent products of the compiled kernel: {settings.get('gemm_path', 'unknown')} "
         f"(`RL_LSTM_GEMM`). Command: `{settings['command']}`",
         "",
@@ -256,23 +258,27 @@ def main(argv: list[str] | None = None) -> int:
     for threads in args.threads:
         rs = rows(args.cells, args.dropout, args.hidden_size, tuple(args.seq_lens), tuple(args.blocks),
                   tuple(args.a2c_n_steps))  # fmt: skip
+        all_rows[threads] = rs
         for rep in range(args.repeats):
             settings["load_averages"] += run_interleaved(rs, args.budget, threads, args.seed)
+            settings["repeats_done"] = rep + 1
             for r in rs:
                 res = r.results[-1]
                 print(f"[{threads} thr, rep {rep}] {r.name}: {res['steps_per_cpu_s']:.0f} steps/CPU-s "
                       f"(collect {res['collect_s']:.1f} s, update {res['train_s']:.1f} s)", flush=True)  # fmt: skip
-        all_rows[threads] = rs
-    args.out.mkdir(parents=True, exist_ok=True)
-    data = {
-        "settings": settings,
-        "rows": {
-            str(t): [{k: v for k, v in asdict(r).items() if k not in ("algo", "kwargs")} for r in rs]
-            for t, rs in all_rows.items()
-        },
-    }
-    (args.out / "train_speed.json").write_text(json.dumps(data, indent=2, default=str))
-    (args.out / "train_speed.md").write_text(report(all_rows, settings))
+            write(args.out, all_rows, settings)  # after every repeat: a run cut short keeps what it measured
     print(report(all_rows, settings))
     return 0
 
+
+def write(out: Path, all_rows: dict[int, list[Row]], settings: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "settings": settings,
+        "rows": {
+            str(t): [{k: v for k, v in asdict(r).items() if k not in ("algo", "kwargs")} for r in rs if r.results]
+            for t, rs in all_rows.items()
+        },
+    }
+    (out / "train_speed.json").write_text(json.dumps(data, indent=2, default=str))
+    (out / "train_speed.md").write_text(report(all_rows, settings))
