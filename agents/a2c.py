@@ -11,6 +11,7 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import explained_variance
 
+from agents import lean
 from agents.on_policy import RecurrentOnPolicyAlgorithm
 from agents.policies import CellLstmPolicy
 
@@ -105,14 +106,15 @@ class RecurrentA2C(RecurrentOnPolicyAlgorithm):
             loss, parts = self.loss(data)
             self.policy.optimizer.zero_grad()
             loss.backward()
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            lean.clip_grad_norm(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
         self._n_updates += 1
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/explained_variance", explained_var)
-        for name, value in parts.items():
-            self.logger.record(f"train/{name}", value.item())
+        values = th.stack([value.detach().to(th.float64) for value in parts.values()]).tolist()  # one read
+        for name, value in zip(parts, values, strict=True):
+            self.logger.record(f"train/{name}", value)
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self._record_timings(time.perf_counter() - start)

@@ -25,6 +25,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents import lean
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
 from agents.policies import CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy
 from agents.type_aliases import SequenceSamples
@@ -280,6 +281,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     def evaluate_batch(self, data: SequenceSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
         """Values, log-probabilities and entropies of a minibatch of stored chunks, with the
         actions cast as the distribution takes them (SB3's buffers serve them as float32)."""
+        if lean.takes_lean_path(self.policy, data):  # the same numbers without a distribution object
+            return lean.evaluate_discrete(self.policy, data)
         actions = data.actions
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()

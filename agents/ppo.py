@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any, TypeVar
 
-import numpy as np
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
+from agents import lean
 from agents.on_policy import RecurrentOnPolicyAlgorithm
 from agents.policies import CellLstmPolicy
 
@@ -117,8 +117,10 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
-        entropy_losses, pg_losses, value_losses, clip_fractions = [], [], [], []
         ent_coef = self.current_ent_coef()
+        params = list(self.policy.parameters())
+        # Per minibatch: policy loss, value loss, entropy loss, clip fraction, as tensors read once at the end.
+        stats: list[th.Tensor] = []
         replay_diff = self.replay_max_abs_logp_diff()  # same parameters, same masks: the ratio must be 1
         continue_training = True
 
@@ -134,44 +136,46 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
                 policy_loss_1 = advantages * ratio
                 policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
                 policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
-                pg_losses.append(policy_loss.item())
-                clip_fractions.append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
 
                 if clip_range_vf is None:
                     values_pred = values
                 else:
                     values_pred = data.old_values + th.clamp(values - data.old_values, -clip_range_vf, clip_range_vf)
                 value_loss = F.mse_loss(data.returns, values_pred)
-                value_losses.append(value_loss.item())
                 entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-                entropy_losses.append(entropy_loss.item())
                 loss = policy_loss + ent_coef * entropy_loss + self.vf_coef * value_loss
 
                 with th.no_grad():
                     log_ratio = log_prob - data.old_log_prob
-                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio)
                     approx_kl_divs.append(approx_kl_div)
-                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).to(ratio.dtype))
+                    stats.append(th.stack([policy_loss, value_loss, entropy_loss, clip_fraction]).detach())
+                if self.target_kl is not None and approx_kl_div.item() > 1.5 * self.target_kl:
                     continue_training = False
                     if self.verbose >= 1:
-                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div.item():.2f}")
                     break
 
                 self.policy.optimizer.zero_grad()
                 loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                lean.clip_grad_norm(params, self.max_grad_norm)
                 self.policy.optimizer.step()
 
             self._n_updates += 1
             if not continue_training:
                 break
 
+        pg_loss, value_loss_mean, entropy_loss_mean, clip_fraction = (
+            th.stack(stats).mean(0).tolist() if stats else [float("nan")] * 4
+        )
+        approx_kl = th.stack(approx_kl_divs).mean().item() if approx_kl_divs else float("nan")
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
-        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
-        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
-        self.logger.record("train/value_loss", np.mean(value_losses))
-        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
-        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/entropy_loss", entropy_loss_mean)
+        self.logger.record("train/policy_gradient_loss", pg_loss)
+        self.logger.record("train/value_loss", value_loss_mean)
+        self.logger.record("train/approx_kl", approx_kl)
+        self.logger.record("train/clip_fraction", clip_fraction)
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
         self.logger.record("train/replay_max_abs_logp_diff", replay_diff)

@@ -13,6 +13,11 @@ cannot run). Calls under ``torch.jit.trace`` (and the ONNX exporter) and ``torch
 Python path whatever the mode: a graph records the Python path's operations, and the kernel is opaque
 to it. The kernel's backward has no graph of its own: a double backward (``create_graph=True``)
 through it raises, naming ``RL_LSTM_KERNEL=0``.
+
+``RL_LSTM_GEMM`` chooses the routine of the recurrent products (per step ``h W_hh^T``, its gradient
+``dh``, and ``dW_hh``; ``rl_lstm/csrc/small_gemm.h``): ``auto`` (the default: AVX-512, else AVX2 with
+FMA, else BLAS), ``avx512``, ``avx2`` or ``blas``. A routine the CPU cannot run falls back to BLAS;
+:func:`gemm_path` says which one runs.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ if TYPE_CHECKING:
 ENV = "RL_LSTM_KERNEL"
 MODES = ("auto", "0", "1")
 SOURCE = Path(__file__).parent / "csrc" / "lstm_chunk.cpp"
+#: Files the source includes: torch's build cache watches the sources only, so their digest enters the flags.
+HEADERS = (SOURCE.parent / "small_gemm.h", SOURCE.parent / "small_gemm_body.inc")
+GEMM_ENV = "RL_LSTM_GEMM"
+GEMM_MODES = ("auto", "avx512", "avx2", "blas")
 DTYPES = (torch.float32, torch.float64)
 #: The mask sites the kernel knows (``rl_lstm.masks.MaskSpec.site``), numbered as in the C++ source.
 SITES = {"output": 1, "hidden": 2, "cell": 3, "candidate": 4, "zoneout": 5}
@@ -65,6 +74,8 @@ def _cflags() -> list[str]:
     flags = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
     if platform.machine().lower() in ("x86_64", "amd64"):
         flags.append("-march=native")  # built on the machine it runs on, so its vector units are known
+    headers = hashlib.sha1(b"".join(h.read_bytes() for h in HEADERS)).hexdigest()[:10]
+    flags.append(f"-DRL_LSTM_HEADERS={headers}")
     return flags
 
 
@@ -181,3 +192,20 @@ def run(
         x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, *norms, masks, starts, code, eps_pre, eps_c
     )
     return out, h, c
+
+
+def gemm_mode() -> str:
+    """``RL_LSTM_GEMM``: ``auto`` (default), ``avx512``, ``avx2`` or ``blas``."""
+    value = os.environ.get(GEMM_ENV, "auto").strip().lower() or "auto"
+    if value not in GEMM_MODES:
+        raise ValueError(f"{GEMM_ENV}={value!r}: expected one of {', '.join(GEMM_MODES)}")
+    return value
+
+
+def gemm_path() -> str:
+    """The routine the kernel's recurrent products run on now: ``avx512``, ``avx2`` or ``blas`` (what
+    ``RL_LSTM_GEMM`` asks for where the CPU has the instructions, else BLAS), or ``none`` when the kernel
+    is not built."""
+    gemm_mode()
+    module = _module if _module is not None else load()
+    return "none" if module is None else module.gemm_path()

@@ -1,6 +1,6 @@
 """Training speed: env-steps per second of our recurrent PPO / A2C against stock sb3-contrib.
 
-    python scripts/bench_train.py [--budget 30000] [--threads 1 2] [--out results/train]
+    python scripts/bench_train.py [--budget 15360] [--threads 1] [--repeats 3] [--out results/train]
 
 Same environment and hyperparameters side by side in one run (CartPole-v1, 8 envs, n_steps 128,
 batch_size 256, n_epochs 10, 256 units), collection and update timed separately, reported as
@@ -20,13 +20,20 @@ CPU time adds up over threads, so the 2-thread table reports wall-clock rates.
 
 Each run learns for ``--budget`` steps from the same seed, so every row sees episodes of similar
 lengths (stock's cost grows with episode length: it pads sequences and steps nn.LSTM one step at
-a time whenever a sequence holds an episode start). Rows are run in a rotated order per repeat.
+a time whenever a sequence holds an episode start, so the budget moves the ratios: it is stated).
+The rows run interleaved: in each round every row's model learns one PPO rollout's worth of steps
+(``8 x 128``), in an order rotated from round to round, so that a change in the machine's load
+falls on every row alike; each repeat is a fresh set of models. The report gives medians over the
+repeats with their ranges, the load average seen at every round (with a warning when the machine
+was busy beyond this run) and the routine of the compiled kernel's recurrent products
+(``RL_LSTM_GEMM``, :func:`rl_lstm.kernel.gemm_path`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -40,12 +47,18 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents import RecurrentA2C, RecurrentPPO
-from rl_lstm import CELLS
+from rl_lstm import CELLS, kernel
 from rl_lstm.bench.args import NON_NEGATIVE, POSITIVE, probability
 from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
 from rl_lstm.registry import has_dropout_method
 
 PPO_KWARGS = dict(n_steps=128, batch_size=256, n_epochs=10)
+N_ENVS = 8
+ROUND_STEPS = N_ENVS * PPO_KWARGS["n_steps"]  # env-steps each row learns per round
+BLOCKS = ("ppo", "a2c", "mlp64")
+#: 1-minute load average above which the report warns that other work shared the machine (this run
+#: keeps one core busy itself).
+LOADED = 1.5
 A2C_AS_PPO = dict(
     n_epochs=1, learning_rate=7e-4, gae_lambda=1.0, normalize_advantage=False,
     clip_range=1e9, max_grad_norm=0.5, policy_kwargs=dict(optimizer_class=th.optim.RMSprop,
@@ -66,25 +79,36 @@ class Row:
     results: list[dict[str, float]] = field(default_factory=list)
 
 
-def rows(cells: list[str], dropout: float, hidden: int) -> list[Row]:
-    out = [Row("ppo", "stock RecurrentPPO (nn.LSTM)", SB3RecurrentPPO, "MlpLstmPolicy",
-               dict(PPO_KWARGS, policy_kwargs=dict(lstm_hidden_size=hidden)), reference=True)]  # fmt: skip
-    for cell in cells:
-        p = dict(cell=cell, dropout=dropout if has_dropout_method(cell) else 0.0, lstm_hidden_size=hidden)
-        out.append(Row("ppo", f"agents.RecurrentPPO {cell}", RecurrentPPO, "CellLstmPolicy",
-                       dict(PPO_KWARGS, seq_len=32, policy_kwargs=p)))  # fmt: skip
-    for n_steps in (5, 128):  # A2C's own default, and the PPO block's rollout length
+def rows(
+    cells: list[str],
+    dropout: float,
+    hidden: int,
+    seq_lens: tuple[int, ...] = (32,),
+    blocks: tuple[str, ...] = BLOCKS,
+    a2c_n_steps: tuple[int, ...] = (5, 128),
+) -> list[Row]:
+    out = []
+    if "ppo" in blocks:
+        out.append(Row("ppo", "stock RecurrentPPO (nn.LSTM)", SB3RecurrentPPO, "MlpLstmPolicy",
+                       dict(PPO_KWARGS, policy_kwargs=dict(lstm_hidden_size=hidden)), reference=True))  # fmt: skip
+        for seq_len in seq_lens:
+            for cell in cells:
+                p = dict(cell=cell, dropout=dropout if has_dropout_method(cell) else 0.0, lstm_hidden_size=hidden)
+                out.append(Row("ppo", f"agents.RecurrentPPO {cell}, seq_len {seq_len}", RecurrentPPO, "CellLstmPolicy",
+                               dict(PPO_KWARGS, seq_len=seq_len, policy_kwargs=p)))  # fmt: skip
+    for n_steps in a2c_n_steps if "a2c" in blocks else ():  # A2C's own default, and the PPO block's rollout
         block = f"a2c n_steps={n_steps}"
-        stock_a2c = dict(A2C_AS_PPO, n_steps=n_steps, batch_size=n_steps * 8,
+        stock_a2c = dict(A2C_AS_PPO, n_steps=n_steps, batch_size=n_steps * N_ENVS,
                          policy_kwargs=dict(A2C_AS_PPO["policy_kwargs"], lstm_hidden_size=hidden))  # fmt: skip
         out.append(Row(block, "stock RecurrentPPO as A2C (nn.LSTM)", SB3RecurrentPPO, "MlpLstmPolicy", stock_a2c,
                        reference=True))  # fmt: skip
         out.append(Row(block, "agents.RecurrentA2C lstm", RecurrentA2C, "CellLstmPolicy",
                        dict(n_steps=n_steps, policy_kwargs=dict(cell="lstm", lstm_hidden_size=hidden))))  # fmt: skip
-    out.append(Row("mlp64", "SB3 PPO MLP (64, 64)", PPO, "MlpPolicy",
-                   dict(PPO_KWARGS, policy_kwargs=dict(net_arch=[64, 64])), reference=True))  # fmt: skip
-    out.append(Row("mlp64", "agents.RecurrentPPO lstm 64", RecurrentPPO, "CellLstmPolicy",
-                   dict(PPO_KWARGS, seq_len=32, policy_kwargs=dict(cell="lstm", lstm_hidden_size=64))))  # fmt: skip
+    if "mlp64" in blocks:
+        out.append(Row("mlp64", "SB3 PPO MLP (64, 64)", PPO, "MlpPolicy",
+                       dict(PPO_KWARGS, policy_kwargs=dict(net_arch=[64, 64])), reference=True))  # fmt: skip
+        out.append(Row("mlp64", "agents.RecurrentPPO lstm 64", RecurrentPPO, "CellLstmPolicy",
+                       dict(PPO_KWARGS, seq_len=32, policy_kwargs=dict(cell="lstm", lstm_hidden_size=64))))  # fmt: skip
     return out
 
 
@@ -112,33 +136,68 @@ def timed(algo: type) -> type:
     return Timed
 
 
-def run_once(row: Row, budget: int, threads: int, seed: int) -> dict[str, float]:
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the system has none."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def run_interleaved(rs: list[Row], budget: int, threads: int, seed: int) -> list[float | None]:
+    """One repeat: a fresh model per row, all learning ``budget`` steps in interleaved rounds; appends
+    each row's result to ``row.results`` and returns the load average seen at each round."""
     pin_threads(threads)
-    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
-    model = timed(row.algo)(row.policy, env, seed=seed, device="cpu", **row.kwargs)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    model.learn(budget)
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    env.close()
-    return {
-        "steps": model.num_timesteps,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "collect_s": model.bench_times["collect"],
-        "train_s": model.bench_times["train"],
-        "steps_per_s": model.num_timesteps / wall,
-        "steps_per_cpu_s": model.num_timesteps / cpu,
-    }
+    models, envs, loads = [], [], []
+    for row in rs:
+        env = make_vec_env("CartPole-v1", n_envs=N_ENVS, seed=seed)
+        envs.append(env)
+        models.append(timed(row.algo)(row.policy, env, seed=seed, device="cpu", **row.kwargs))
+    wall, cpu = [0.0] * len(rs), [0.0] * len(rs)
+    for rnd in range(-(-budget // ROUND_STEPS)):
+        loads.append(load_average())
+        shift = rnd % len(rs)
+        for i in list(range(len(rs)))[shift:] + list(range(len(rs)))[:shift]:
+            model = models[i]
+            steps = min(ROUND_STEPS, budget - model.num_timesteps)
+            if steps <= 0:
+                continue
+            start, cpu_start = time.perf_counter(), time.process_time()
+            model.learn(steps, reset_num_timesteps=rnd == 0)
+            wall[i] += time.perf_counter() - start
+            cpu[i] += time.process_time() - cpu_start
+    for i, (row, model) in enumerate(zip(rs, models, strict=True)):
+        envs[i].close()
+        row.results.append({
+            "steps": model.num_timesteps, "wall_s": wall[i], "cpu_s": cpu[i],
+            "collect_s": model.bench_times["collect"], "train_s": model.bench_times["train"],
+            "steps_per_s": model.num_timesteps / wall[i], "steps_per_cpu_s": model.num_timesteps / cpu[i],
+        })  # fmt: skip
+    return loads
 
 
 def report(all_rows: dict[int, list[Row]], settings: dict[str, Any]) -> str:
+    loads = [x for x in settings.get("load_averages", []) if x is not None]
     lines = [
         "# Training speed",
         "",
         f"Machine: {describe_machine(settings['machine'])}. Budget {settings['budget']} env-steps per run, "
-        f"{settings['repeats']} repeat(s), medians. Command: `{settings['command']}`",
+        f"{settings.get('repeats_done', settings['repeats'])} of {settings['repeats']} repeat(s) of interleaved "
+        "rounds, "
+        f"medians (min-max over the repeats). "
+        f"Recurrent products of the compiled kernel: {settings.get('gemm_path', 'unknown')} "
+        f"(`RL_LSTM_GEMM`). Command: `{settings['command']}`",
         "",
     ]
+    if loads:
+        lines += [
+            f"Load average (1 min) over the rounds: median {statistics.median(loads):.1f}, "
+            f"min {min(loads):.1f}, max {max(loads):.1f}.",
+            "",
+        ]
+        if statistics.median(loads) > LOADED:
+            lines += [
+                f"**Warning: the machine was busy with other work (load above {LOADED} with this run's one "
+                "core): the rates are low and noisy; read the ratios, taken side by side.**",
+                "",
+            ]
     for threads, rs in all_rows.items():
         lines += [f"## {threads} torch thread(s)", ""]
         key = "steps_per_cpu_s" if threads == 1 else "steps_per_s"
@@ -167,48 +226,59 @@ def report(all_rows: dict[int, list[Row]], settings: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", type=POSITIVE, default=30_000, help="Env-steps each run learns for.")
-    p.add_argument("--threads", type=POSITIVE, nargs="+", default=[1, 2], help="torch thread counts to measure.")
+    p.add_argument("--budget", type=POSITIVE, default=15_360, help="Env-steps each run learns for.")
+    p.add_argument("--threads", type=POSITIVE, nargs="+", default=[1], help="torch thread counts to measure.")
     p.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS), help="Cells of the ppo block.")
     p.add_argument(
         "--dropout", type=probability, default=0.1, help="Dropout of the cells named for a dropout method (masks on).",
     )
     p.add_argument("--hidden-size", type=POSITIVE, default=256, help="Hidden units of the recurrent rows.")
-    p.add_argument("--repeats", type=POSITIVE, default=1, help="Runs per row (rotated order).")
+    p.add_argument("--repeats", type=POSITIVE, default=3, help="Runs per row (each a fresh set of models).")
+    p.add_argument(
+        "--seq-lens", type=POSITIVE, nargs="+", default=[32], help="Chunk lengths of the ppo block's cell rows."
+    )
+    p.add_argument("--blocks", nargs="+", default=list(BLOCKS), choices=BLOCKS, help="Blocks of rows to run.")
+    p.add_argument("--a2c-n-steps", type=POSITIVE, nargs="+", default=[5, 128], help="n_steps of the a2c blocks.")
     p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--out", type=Path, default=Path("results/train"))
     p.add_argument("--quick", action="store_true", help="Tiny budget, two cells, one thread count (for CI).")
     args = p.parse_args(argv)
     if args.quick:
-        args.budget, args.threads, args.cells, args.hidden_size = 2048, [1], ["lstm", "gal"], 32
+        args.budget, args.threads, args.cells, args.hidden_size, args.repeats = 2048, [1], ["lstm", "gal"], 32, 1
     pin_threads(args.threads[0])  # the machine's description names the first thread count measured
     settings = {
         "budget": args.budget, "repeats": args.repeats, "threads": args.threads, "cells": args.cells,
-        "dropout": args.dropout, "hidden_size": args.hidden_size, "machine": machine_info(),
+        "dropout": args.dropout, "hidden_size": args.hidden_size, "seq_lens": args.seq_lens, "blocks": args.blocks,
+        "a2c_n_steps": args.a2c_n_steps, "gemm_path": kernel.gemm_path(), "load_averages": [],
+        "machine": machine_info(),
         "command": "python scripts/bench_train.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }  # fmt: skip
     print(f"machine: {settings['machine']}", flush=True)
     all_rows: dict[int, list[Row]] = {}
     for threads in args.threads:
-        rs = rows(args.cells, args.dropout, args.hidden_size)
-        for rep in range(args.repeats):
-            shift = rep % len(rs)
-            for r in rs[shift:] + rs[:shift]:
-                res = run_once(r, args.budget, threads, args.seed)
-                r.results.append(res)
-                print(f"[{threads} thr, rep {rep}] {r.name}: {res['steps_per_s']:.0f} steps/s "
-                      f"(collect {res['collect_s']:.1f} s, update {res['train_s']:.1f} s)", flush=True)  # fmt: skip
+        rs = rows(args.cells, args.dropout, args.hidden_size, tuple(args.seq_lens), tuple(args.blocks),
+                  tuple(args.a2c_n_steps))  # fmt: skip
         all_rows[threads] = rs
-    args.out.mkdir(parents=True, exist_ok=True)
-    data = {
-        "settings": settings,
-        "rows": {
-            str(t): [{k: v for k, v in asdict(r).items() if k not in ("algo", "kwargs")} for r in rs]
-            for t, rs in all_rows.items()
-        },
-    }
-    (args.out / "train_speed.json").write_text(json.dumps(data, indent=2, default=str))
-    (args.out / "train_speed.md").write_text(report(all_rows, settings))
+        for rep in range(args.repeats):
+            settings["load_averages"] += run_interleaved(rs, args.budget, threads, args.seed)
+            settings["repeats_done"] = rep + 1
+            for r in rs:
+                res = r.results[-1]
+                print(f"[{threads} thr, rep {rep}] {r.name}: {res['steps_per_cpu_s']:.0f} steps/CPU-s "
+                      f"(collect {res['collect_s']:.1f} s, update {res['train_s']:.1f} s)", flush=True)  # fmt: skip
+            write(args.out, all_rows, settings)  # after every repeat: a run cut short keeps what it measured
     print(report(all_rows, settings))
     return 0
 
+
+def write(out: Path, all_rows: dict[int, list[Row]], settings: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "settings": settings,
+        "rows": {
+            str(t): [{k: v for k, v in asdict(r).items() if k not in ("algo", "kwargs")} for r in rs if r.results]
+            for t, rs in all_rows.items()
+        },
+    }
+    (out / "train_speed.json").write_text(json.dumps(data, indent=2, default=str))
+    (out / "train_speed.md").write_text(report(all_rows, settings))

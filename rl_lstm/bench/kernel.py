@@ -39,11 +39,12 @@ from rl_lstm.registry import cell_class, default_dropout, make_cell
 Timer = Callable[[], None]
 
 
-def on_path(path: str, fn: Timer) -> Timer:
-    """``fn`` run with ``RL_LSTM_KERNEL=path``."""
+def on_path(path: str, fn: Timer, gemm: str = "auto") -> Timer:
+    """``fn`` run with ``RL_LSTM_KERNEL=path`` and ``RL_LSTM_GEMM=gemm``."""
 
     def run() -> None:
         os.environ[kernel.ENV] = path
+        os.environ[kernel.GEMM_ENV] = gemm
         fn()
 
     return run
@@ -88,7 +89,7 @@ def update_timers(name: str, hidden: int, batch: int, seq_len: int, input_size: 
         out, _ = lstm(x, state)
         out.sum().backward()
 
-    timers = {"nn.LSTM": fused}
+    timers = {"nn.LSTM": fused, "kernel BLAS": on_path("1", chunk(None), gemm="blas")}
     for label, st in (("", None), (" +starts", starts)):
         timers[f"kernel{label}"] = on_path("1", chunk(st))
         timers[f"python{label}"] = on_path("0", chunk(st))
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     info["torch_threads"] = threads
     machine = describe_machine(info)
     report = {"machine": info, "settings": vars(args) | {"out": str(args.out)}, "update": [], "collection": []}
+    report["gemm_path"] = kernel.gemm_path()
     print(f"# Compiled kernel speed\n\n{machine}; kernel loaded in {time.perf_counter() - start:.1f} s\n")
     if not args.skip_update:
         for name in args.cells:
@@ -173,13 +175,16 @@ def main(argv: list[str] | None = None) -> int:
                     setting = f"{name} H{hidden} B{batch}"
                     report["collection"].append({"setting": setting, "results": results})
                     print(f"step {setting}: " + ", ".join(f"{k} {v['ms'] * 1e3:.0f} us" for k, v in results.items()))
-    md = [f"# Compiled kernel speed\n\n{machine}. Medians over {args.repeats} interleaved rounds.\n"]
+    md = [
+        f"# Compiled kernel speed\n\n{machine}. Medians over {args.repeats} interleaved rounds. Recurrent products: "
+        f"{report['gemm_path']} (`RL_LSTM_GEMM`; `kernel BLAS`: the same chunk with the products on BLAS).\n"
+    ]
     if report["update"]:
         md.append(
             f"## Update: forward + backward of a chunk (T={args.seq_len}, input {args.input_size}), training mode, "
             "masks on, against nn.LSTM (fused, no resets)\n"
         )
-        cols = ["kernel", "kernel +starts", "python", "python +starts"]
+        cols = ["kernel", "kernel BLAS", "kernel +starts", "python", "python +starts"]
         md.append(table("cell", report["update"], cols, "nn.LSTM"))
     if report["collection"]:
         md.append("\n## Collection: one step per call, no grad, masks on, against torch.lstm_cell (same weights)\n")

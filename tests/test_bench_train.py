@@ -1,0 +1,37 @@
+"""bench_train's rows and report (agents/training/speed.py), without running a benchmark."""
+
+from __future__ import annotations
+
+from agents.training import speed
+
+
+def _results(rate: float) -> list[dict[str, float]]:
+    return [{"steps_per_cpu_s": rate * f, "collect_s": 1.0, "train_s": 2.0, "steps_per_s": 0.0} for f in (0.9, 1, 1.2)]
+
+
+def test_rows_per_chunk_length_and_block():
+    rs = speed.rows(["lstm", "gal"], 0.1, 256, seq_lens=(32, 128), blocks=("ppo", "a2c"), a2c_n_steps=(5,))
+    ppo = [r for r in rs if r.block == "ppo" and not r.reference]
+    assert [r.kwargs["seq_len"] for r in ppo] == [32, 32, 128, 128]
+    assert all(r.kwargs["n_steps"] == 128 and r.kwargs["batch_size"] == 256 for r in ppo)
+    assert {r.block for r in rs} == {"ppo", "a2c n_steps=5"}
+    assert sum(r.reference for r in rs) == 2
+
+
+def _settings(loads):
+    return {
+        "budget": 15360, "repeats": 3, "repeats_done": 3, "gemm_path": "avx2", "command": "python x",
+        "load_averages": loads, "machine": {"cpu_model": "AMD EPYC", "cores_usable": 2, "torch_version": "2",
+                                            "torch_threads": 1, "date_utc": "now"},
+    }  # fmt: skip
+
+
+def test_report_states_budget_path_load_and_ranges():
+    rs = speed.rows(["lstm"], 0.1, 256, blocks=("ppo",))
+    rs[0].results, rs[1].results = _results(100.0), _results(800.0)
+    text = speed.report({1: rs}, _settings([3.0, 4.0, 5.0]))
+    assert "Budget 15360 env-steps" in text and "avx2" in text
+    assert "median 4.0, min 3.0, max 5.0" in text and "Warning" in text
+    assert "| 800 (720-960) |" in text and "| 8.00 |" in text
+    quiet = speed.report({1: rs}, _settings([1.0, 1.1]))
+    assert "Warning" not in quiet
