@@ -94,15 +94,17 @@ def _name() -> str:
 
 
 def _staged_source(build_dir: Path) -> Path:
-    """The source copied into the build folder, which the build compiles: the build's command line then
-    names no checkout, so a clone finds the build up to date instead of recompiling it for its own path."""
-    staged = build_dir / SOURCE.name
-    text = SOURCE.read_bytes()
-    if not staged.exists() or staged.read_bytes() != text:
-        partial = staged.with_name(f"{staged.name}.{os.getpid()}.tmp")
-        partial.write_bytes(text)
-        os.replace(partial, staged)
-    return staged
+    """The source and the files it includes, copied into the build folder, whose copy the build compiles:
+    the build's command line then names no checkout, so a clone finds the build up to date instead of
+    recompiling it for its own path."""
+    for path in (SOURCE, *HEADERS):
+        staged = build_dir / path.name
+        text = path.read_bytes()
+        if not staged.exists() or staged.read_bytes() != text:
+            partial = staged.with_name(f"{staged.name}.{os.getpid()}.tmp")
+            partial.write_bytes(text)
+            os.replace(partial, staged)
+    return build_dir / SOURCE.name
 
 
 def _build() -> ModuleType:
