@@ -18,7 +18,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import envs  # noqa: F401  (registers the memory tasks)
 from agents.off_policy import RecurrentDQN, RecurrentSAC
-from rl_lstm.bench.machine import machine_info, pin_threads
+from rl_lstm.tooling import machine_info, pin_threads
 
 SEQ_LEN, BURN_IN, WINDOWS = 24, 4, 32
 #: Transitions a gradient step learns from: the recurrent agents' loss steps, the MLP agents' batch.

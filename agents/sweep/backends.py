@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from agents.sweep.worker import Outcome, RunTask, run_attempt
-from rl_lstm.bench.machine import pin_threads
+from rl_lstm.tooling import pin_threads
 
 Runner = Callable[[Any, int, int], Outcome]
 """What a worker runs for one attempt: ``runner(task, attempt, threads) -> Outcome``, never raising; a

@@ -33,9 +33,7 @@ from agents.sweep.records import LOCK_NAME, _lock, _strict_json, is_done, read_r
 from agents.sweep.report import report
 from agents.sweep.spec import DEFAULT_SWEEP, SweepError, load_sweep, order, plan
 from agents.sweep.worker import FAIL_ENV
-from rl_lstm.bench.args import NON_NEGATIVE, POSITIVE
-from rl_lstm.bench.machine import pin_threads
-from rl_lstm.bench.report import write_json
+from rl_lstm.tooling import NON_NEGATIVE, POSITIVE, pin_threads, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -27,8 +27,7 @@ from agents.sweep.spec import SweepError, _check_keys
 from agents.sweep.worker import RunTask
 from agents.training import ALGOS, ConfigError, TrainConfig, check_config
 from envs import ENV_INFO, LADDER_FAMILIES, LADDER_RUNGS, ladder_id
-from rl_lstm.bench.machine import machine_info, pin_threads
-from rl_lstm.bench.report import save_figure, write_json
+from rl_lstm.tooling import machine_info, pin_threads, save_figure, write_json
 
 DEFAULT_LADDER = Path(__file__).with_name("ladder_sweep.yaml")  # package data
 

@@ -13,8 +13,7 @@ from agents.sweep.records import _strict_json, read_record, record_path
 from agents.sweep.summary import ladder_table, plot_ladder, which_memory
 from agents.sweep.worker import RunTask
 from agents.training.algos import ALGOS
-from rl_lstm.bench.machine import describe_machine, machine_info
-from rl_lstm.bench.report import save_figure, write_json
+from rl_lstm.tooling import describe_machine, machine_info, save_figure, write_json
 
 
 def _finite(value: Any) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from rl_lstm.bench.report import save_figure
+from rl_lstm.tooling import save_figure
 
 
 def _score(row: dict[str, Any]) -> float | None:

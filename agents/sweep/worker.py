@@ -103,7 +103,7 @@ def run_attempt(task: RunTask, attempt: int, threads: int = 1) -> Outcome:
     """Train and evaluate one run; never raises (the error's traceback comes back instead)."""
     try:
         from agents.training import TrainConfig, import_env_packages, train
-        from rl_lstm.bench.machine import pin_threads
+        from rl_lstm.tooling import pin_threads
 
         pin_threads(threads)
         _forced_failure(task.run_id, attempt)

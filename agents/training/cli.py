@@ -29,7 +29,7 @@ from agents.training.config import (
     policy_kwargs_dict,
 )
 from agents.training.run import latest_config, train
-from rl_lstm.bench.args import integer_arg, probability
+from rl_lstm.tooling import integer_arg, probability
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,8 +22,8 @@ from torch import nn
 from agents.training.algos import ALGOS
 from agents.training.zoo import RUN_KEYS, entry_for
 from rl_lstm import CELLS
-from rl_lstm.bench.args import expected_integer
 from rl_lstm.registry import default_dropout
+from rl_lstm.tooling import expected_integer
 
 
 class ConfigError(ValueError):

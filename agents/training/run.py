@@ -36,8 +36,8 @@ from agents.training.evaluation import evaluate
 from agents.training.folder_lock import FolderLock
 from agents.training.logs import ProgressLines, run_logger
 from rl_lstm import kernel
-from rl_lstm.bench.machine import pin_threads
 from rl_lstm.lstm import LSTM as KernelLSTM
+from rl_lstm.tooling import pin_threads
 
 
 def policy_for(policy: str, observation_space: spaces.Space) -> str:

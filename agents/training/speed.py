@@ -48,9 +48,8 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from agents import RecurrentA2C, RecurrentPPO
 from rl_lstm import CELLS, kernel
-from rl_lstm.bench.args import NON_NEGATIVE, POSITIVE, probability
-from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
 from rl_lstm.registry import has_dropout_method
+from rl_lstm.tooling import NON_NEGATIVE, POSITIVE, describe_machine, machine_info, pin_threads, probability
 
 PPO_KWARGS = dict(n_steps=128, batch_size=256, n_epochs=10)
 N_ENVS = 8

@@ -27,7 +27,7 @@ from agents.training.cli import add_config_arguments, given_options
 from agents.training.config import ConfigError, TrainConfig, check_config, policy_kwargs_dict
 from agents.training.zoo import HYPERPARAMS_DIR
 from rl_lstm import CELLS
-from rl_lstm.bench.args import NON_NEGATIVE, POSITIVE
+from rl_lstm.tooling import NON_NEGATIVE, POSITIVE
 
 EXTRA = 'pip install -e ".[tune]"'
 DEFAULT_TIMESTEPS = 50_000

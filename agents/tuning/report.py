@@ -12,8 +12,7 @@ from typing import Any
 
 import optuna
 
-from rl_lstm.bench.machine import describe_machine
-from rl_lstm.bench.report import md_table, save_figure, write_json
+from rl_lstm.tooling import describe_machine, md_table, save_figure, write_json
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 

@@ -18,7 +18,7 @@ from agents.tuning.report import summarize, write_summary
 from agents.tuning.space import SearchSpace, Settings, load_space
 from agents.tuning.study import PrunerSpec, fail_orphans, make_sampler, open_study, run_trials
 from agents.tuning.trial import TrialTask, run_trial
-from rl_lstm.bench.machine import machine_info
+from rl_lstm.tooling import machine_info
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def run_trial(task: TrialTask, attempt: int = 0, threads: int = 1) -> Outcome:
 
         from agents.training import TrainConfig, import_env_packages, train
         from agents.training.environments import make_eval_env
-        from rl_lstm.bench.machine import pin_threads
+        from rl_lstm.tooling import pin_threads
 
         pin_threads(threads)
         trial = None

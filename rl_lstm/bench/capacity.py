@@ -43,10 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl_lstm import CELLS, RecurrentLayer
-from rl_lstm.bench.args import POSITIVE
-from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
-from rl_lstm.bench.report import md_table, write_json
 from rl_lstm.bench.speed_spec import is_adapter
+from rl_lstm.tooling import POSITIVE, describe_machine, machine_info, md_table, pin_threads, write_json
 
 # The seed's published errors (lstms.pth README, dropout 0.9, SEQ_LEN 10, 100 sequences, size 256).
 SEED_SEQ_LEN = 10

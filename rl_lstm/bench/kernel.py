@@ -30,11 +30,9 @@ from pathlib import Path
 import torch
 
 from rl_lstm import kernel
-from rl_lstm.bench.args import POSITIVE, positive_float
-from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
-from rl_lstm.bench.report import summarize, write_json
 from rl_lstm.bench.timing import calibrate, make_sync, ratio_stats, time_rounds
 from rl_lstm.registry import cell_class, default_dropout, make_cell
+from rl_lstm.tooling import POSITIVE, describe_machine, machine_info, pin_threads, positive_float, summarize, write_json
 
 Timer = Callable[[], None]
 

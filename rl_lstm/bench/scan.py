@@ -31,12 +31,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rl_lstm.bench.args import POSITIVE
-from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
-from rl_lstm.bench.report import md_table, summarize, write_json
 from rl_lstm.bench.timing import Timer, calibrate, make_sync, ratio_stats, time_rounds
 from rl_lstm.registry import make_cell
 from rl_lstm.scan import LinearRecurrence
+from rl_lstm.tooling import POSITIVE, describe_machine, machine_info, md_table, pin_threads, summarize, write_json
 
 MEMORIES = ("mingru", "minlstm", "lru", "ffm")
 

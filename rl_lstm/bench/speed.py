@@ -44,9 +44,6 @@ import torch
 from torch import Tensor, nn
 
 from rl_lstm import CELLS, RecurrentLayer
-from rl_lstm.bench.args import POSITIVE, positive_float
-from rl_lstm.bench.machine import describe_machine, machine_info, pin_threads
-from rl_lstm.bench.report import summarize, write_json
 from rl_lstm.bench.speed_report import markdown, missed_targets, plot
 from rl_lstm.bench.speed_spec import (
     MODES,
@@ -62,6 +59,7 @@ from rl_lstm.bench.speed_spec import (
     step_targets,
 )
 from rl_lstm.bench.timing import Timer, calibrate, cuda_peak_bytes, make_sync, ratio_stats, saved_bytes, time_rounds, us
+from rl_lstm.tooling import POSITIVE, describe_machine, machine_info, pin_threads, positive_float, summarize, write_json
 
 
 def build(names: list[str], hidden: int, s: Settings) -> tuple[dict[References, nn.RNNBase], dict[str, RecurrentLayer]]:

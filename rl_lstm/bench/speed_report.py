@@ -8,8 +8,6 @@ from pathlib import Path
 
 from torch import nn
 
-from rl_lstm.bench.machine import describe_machine
-from rl_lstm.bench.report import md_table, save_figure
 from rl_lstm.bench.speed_spec import (
     MODES,
     REFERENCES,
@@ -26,6 +24,7 @@ from rl_lstm.bench.speed_spec import (
     is_adapter,
     references,
 )
+from rl_lstm.tooling import describe_machine, md_table, save_figure
 
 
 def fmt_us(v: float) -> str:

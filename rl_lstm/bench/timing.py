@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rl_lstm.bench.report import summarize
+from rl_lstm.tooling import summarize
 
 Timer = Callable[[int], None]  # run n steps (or n calls); the time of the whole run is measured
 
