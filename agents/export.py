@@ -23,19 +23,16 @@ h_out, c_out   (n_lstm_layers, B, H)          float32 the state to feed back at 
 ``c`` is part of the signature for every memory, as in ``model.predict``'s state: memories that
 carry h only (the GRU family, ``rnn``) return zeros as ``c_out``. ``B`` is free (a dynamic axis).
 The step runs in eval mode: no dropout, zoneout at its expectation. :func:`describe` lists a
-model's inputs and outputs with their shapes; ``python scripts/export.py RUN_DIR --format onnx``
-(``rl-lstm-export``) writes the file beside the model and prints them.
+model's inputs and outputs with their shapes. :func:`export` writes a policy's step; the command
+``python scripts/export.py RUN_DIR --format onnx`` (``rl-lstm-export``, :mod:`agents.training.export`)
+writes a run's model beside it and prints them.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import os
-import pickle
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +45,7 @@ from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
-from agents.policies import CellLstmPolicy
+from agents.policies import STOCK_POLICIES, CellLstmPolicy
 
 #: Export format -> the file suffix written when no ``--out`` is given.
 FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -57,7 +54,6 @@ ONNX_OPSET = 17
 #: What onnxruntime or the TorchScript module may differ from the eager step by in the self-check.
 CHECK_ATOL = 1e-4
 #: The compiled recurrent kernel's switch (``rl_lstm.kernel``): traced graphs need the cells' Python path.
-KERNEL_ENV = "RL_LSTM_KERNEL"
 
 
 @dataclass(frozen=True)
@@ -217,30 +213,17 @@ def describe(step: PolicyStep) -> str:
 
 
 # ---------------------------------------------------------------------- loading
-def resolve_model(path: str | Path) -> Path:
-    """The model file of ``path``: a run folder's ``model.zip``, or a model ``.zip`` itself."""
-    path = Path(path)
-    model = path / "model.zip" if path.is_dir() else path
-    if not model.is_file():
-        raise ValueError(f"{str(path)!r}: expected a run folder holding model.zip, or a model .zip file")
-    return model
-
-
-def load_policy(path: str | Path) -> tuple[CellLstmPolicy, VecNormalize | None]:
-    """The policy saved in a run folder or model ``.zip`` (by any of our algorithms, or sb3-contrib's
-    RecurrentPPO, whose ``nn.LSTM`` becomes a stack of ``lstm`` cells), and the VecNormalize
-    statistics saved beside it (``<model>_vecnormalize.pkl``), or None."""
-    from agents.on_policy import _STOCK_POLICIES
-    from agents.training.checkpoints import vecnormalize_path
-
-    model = resolve_model(path)
+def policy_from_zip(model: str | Path) -> CellLstmPolicy:
+    """The policy saved in a model ``.zip`` by any of our on-policy algorithms, or by sb3-contrib's
+    RecurrentPPO (whose ``nn.LSTM`` becomes a stack of ``lstm`` cells computing the same thing)."""
+    model = Path(model)
     try:
         data, params, _ = load_from_zip_file(model, device="cpu")
     except Exception as e:  # a file that is not a saved SB3 model
         raise ValueError(f"{str(model)!r}: not a saved SB3 model ({type(e).__name__}: {e})") from None
     if not data or "policy_class" not in data or not params or "policy" not in params:
         raise ValueError(f"{str(model)!r}: holds no policy (expected a model saved by model.save)")
-    policy_class = _STOCK_POLICIES.get(data["policy_class"], data["policy_class"])
+    policy_class = STOCK_POLICIES.get(data["policy_class"], data["policy_class"])
     if not (isinstance(policy_class, type) and issubclass(policy_class, CellLstmPolicy)):
         raise ValueError(
             f"{str(model)!r}: holds a {getattr(policy_class, '__name__', policy_class)}; the export takes the "
@@ -251,29 +234,10 @@ def load_policy(path: str | Path) -> tuple[CellLstmPolicy, VecNormalize | None]:
         data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {})
     )
     policy.load_state_dict(params["policy"])
-    stats = vecnormalize_path(model)
-    vec_normalize = None
-    if stats.is_file():
-        with stats.open("rb") as f:
-            vec_normalize = pickle.load(f)
-    return policy, vec_normalize
+    return policy
 
 
 # ---------------------------------------------------------------------- export
-@contextmanager
-def _python_path() -> Iterator[None]:
-    """The cells' Python path while tracing (a compiled kernel cannot be written to ONNX)."""
-    before = os.environ.get(KERNEL_ENV)
-    os.environ[KERNEL_ENV] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[KERNEL_ENV]
-        else:
-            os.environ[KERNEL_ENV] = before
-
-
 def _what(step: PolicyStep) -> str:
     policy = step.policy
     return (
@@ -324,7 +288,8 @@ def export(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = step.example_inputs(batch=2)
-    with _python_path(), th.no_grad(), warnings.catch_warnings():
+    # Tracing and the ONNX exporter record the cells' Python path by themselves (rl_lstm.kernel.use).
+    with th.no_grad(), warnings.catch_warnings():
         # Shape checks on the way are Python comparisons that tracing records as constants: expected.
         warnings.simplefilter("ignore", th.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, .load, the TorchScript exporter
@@ -355,31 +320,3 @@ def export(
                     "some part of the policy does not trace faithfully"
                 )
     return out
-
-
-# ---------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Export a trained recurrent policy as a step function (obs, h, c, episode_start) -> "
-        "(action, h_out, c_out), observation normalisation included.",
-    )
-    p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="A run folder (its model.zip) or a model .zip.")
-    p.add_argument("--format", choices=list(FORMATS), default="onnx", help="Output format (default: onnx).")
-    p.add_argument("--out", type=Path, default=None,
-                   help="Output file (default: beside the model, model.onnx or model.pt).")  # fmt: skip
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        policy, vec_normalize = load_policy(args.model)
-        out = args.out or resolve_model(args.model).with_suffix(FORMATS[args.format])
-        step = PolicyStep(policy, vec_normalize)
-        export(step, out, args.format)
-    except ValueError as e:
-        parser.error(str(e))  # exit code 2
-    normalized = "observation normalisation baked in" if any(step.normalized) else "no observation normalisation"
-    print(f"wrote {out} ({args.format}, {normalized})\n{describe(step)}")
-    return 0

@@ -12,11 +12,6 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
-from sb3_contrib.common.recurrent.policies import (
-    RecurrentActorCriticCnnPolicy,
-    RecurrentActorCriticPolicy,
-    RecurrentMultiInputActorCriticPolicy,
-)
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
@@ -27,16 +22,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents import lean
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
-from agents.policies import CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy
+from agents.policies import STOCK_POLICIES, CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy
 from agents.type_aliases import SequenceSamples
-
-# sb3-contrib's policy classes (which a model saved by its RecurrentPPO names) and ours for them:
-# nn.LSTM computes what a stack of ``lstm`` cells does, with the same parameters.
-_STOCK_POLICIES: dict[type, type[CellLstmPolicy]] = {
-    RecurrentActorCriticPolicy: CellLstmPolicy,
-    RecurrentActorCriticCnnPolicy: CnnCellLstmPolicy,
-    RecurrentMultiInputActorCriticPolicy: MultiInputCellLstmPolicy,
-}
 
 
 @contextmanager
@@ -106,8 +93,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 "(e.g. stable_baselines3.common.utils.LinearSchedule(0.01, 0.0, 1.0); lin_0.01 in the hyperparameters)"
             )
         self.set_random_seed(self.seed)
-        stock = self.policy_class if self.policy_class in _STOCK_POLICIES else None
-        self.policy_class = _STOCK_POLICIES.get(self.policy_class, self.policy_class)
+        stock = self.policy_class if self.policy_class in STOCK_POLICIES else None
+        self.policy_class = STOCK_POLICIES.get(self.policy_class, self.policy_class)
         if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, CellLstmPolicy)):
             raise ValueError(
                 f"policy: expected CellLstmPolicy or a subclass (or one of {', '.join(self.policy_aliases)}), "

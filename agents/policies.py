@@ -12,7 +12,11 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.maskable.distributions import MaskableDistribution, make_masked_proba_distribution
-from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from sb3_contrib.common.recurrent.policies import (
+    RecurrentActorCriticCnnPolicy,
+    RecurrentActorCriticPolicy,
+    RecurrentMultiInputActorCriticPolicy,
+)
 from stable_baselines3.common.distributions import CategoricalDistribution, Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, NatureCNN
@@ -409,3 +413,12 @@ class MultiInputCellLstmPolicy(CellLstmPolicy):
         self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
     ) -> None:
         super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+#: sb3-contrib's policy classes (which a model saved by its RecurrentPPO names) and ours for them:
+#: ``nn.LSTM`` computes what a stack of ``lstm`` cells does, with the same parameters.
+STOCK_POLICIES: dict[type, type[CellLstmPolicy]] = {
+    RecurrentActorCriticPolicy: CellLstmPolicy,
+    RecurrentActorCriticCnnPolicy: CnnCellLstmPolicy,
+    RecurrentMultiInputActorCriticPolicy: MultiInputCellLstmPolicy,
+}

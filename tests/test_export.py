@@ -18,7 +18,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents import RecurrentA2C, RecurrentPPO
-from agents.export import FORMATS, PolicyStep, describe, export, load_policy, main
+from agents.export import FORMATS, PolicyStep, describe, export
+from agents.training.export import load_policy, main
 from rl_lstm import CELLS
 from tests.cue_envs import CueEnv
 

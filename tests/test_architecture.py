@@ -1,0 +1,123 @@
+"""The map is tested: docs/ARCHITECTURE.md names every module and only modules that exist, and the
+import graph keeps the layering the map states (no cycle; libraries import no program)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("rl_lstm", "agents", "envs")
+MAP = ROOT / "docs" / "ARCHITECTURE.md"
+#: Program packages: command-line harnesses and benchmarks. Library modules never import them.
+PROGRAMS = ("agents.training", "agents.sweep", "agents.tuning", "rl_lstm.bench")
+
+
+def _modules() -> dict[str, Path]:
+    """Every Python module of the three packages, by dotted name."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The project modules ``name`` imports anywhere in its text: at the top, inside functions (a
+    late import hides a dependency, it does not remove it) and for type checking alone."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            targets.add(base)
+            targets.update(f"{base}.{alias.name}" for alias in node.names)
+    # ``import a.b.c`` depends on a.b.c; a name imported from a package is the package or its module.
+    return {t for t in targets if t in known and t != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(name, path, known) for name, path in modules.items()}
+
+
+def test_map_names_every_module():
+    text = MAP.read_text()
+    named = set(re.findall(r"`((?:rl_lstm|agents|envs|scripts)/[\w/.-]+\.(?:py|cpp|h|yml|yaml))`", text))
+    present = {str(p.relative_to(ROOT)) for p in _modules().values()}
+    present |= {str(p.relative_to(ROOT)) for p in (ROOT / "scripts").glob("*.py")}
+    present |= {str(p.relative_to(ROOT)) for p in (ROOT / "rl_lstm" / "csrc").glob("*.*")}
+    missing = sorted(p for p in present if p not in named and not p.endswith("__init__.py"))
+    assert not missing, f"docs/ARCHITECTURE.md does not name these modules: {missing}"
+    gone = sorted(p for p in named if not (ROOT / p).exists() and "<" not in p)
+    assert not gone, f"docs/ARCHITECTURE.md names files that do not exist: {gone}"
+
+
+def test_map_names_every_console_script():
+    setup = (ROOT / "setup.cfg").read_text()
+    scripts = re.findall(r"^\s*(rl-lstm-[\w-]+)\s*=", setup, flags=re.M)
+    text = MAP.read_text()
+    assert scripts and all(f"`{s}`" in text for s in scripts), [s for s in scripts if f"`{s}`" not in text]
+
+
+def test_import_graph_has_no_cycle():
+    graph = _graph()
+    state: dict[str, int] = {}
+
+    def walk(node, stack):
+        state[node] = 1
+        for target in sorted(graph[node]):
+            # A package's __init__ importing its own submodules is how packages re-export.
+            if target.startswith(node + "."):
+                continue
+            if state.get(target) == 1:
+                cycle = stack[stack.index(target):] + [target] if target in stack else [node, target]
+                pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+            if not state.get(target):
+                walk(target, stack + [target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if not state.get(node):
+            walk(node, [node])
+
+
+def _layer_violations(may_not_import) -> list[str]:
+    bad = []
+    for name, targets in _graph().items():
+        for target in targets:
+            if may_not_import(name, target):
+                bad.append(f"{name} imports {target}")
+    return sorted(bad)
+
+
+def _in(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_cells_know_nothing_of_the_agents_or_the_tasks():
+    assert not _layer_violations(lambda m, t: _in(m, ["rl_lstm"]) and _in(t, ["agents", "envs"]))
+
+
+def test_tasks_know_nothing_of_the_learners():
+    assert not _layer_violations(lambda m, t: _in(m, ["envs"]) and _in(t, ["agents", "rl_lstm"]))
+
+
+def test_libraries_import_no_program():
+    def library(m):
+        return not _in(m, PROGRAMS)
+
+    assert not _layer_violations(lambda m, t: library(m) and _in(t, PROGRAMS))
