@@ -1,4 +1,4 @@
-# Habits of the seed project: `make test`, `make speed`, `make capacity`.
+# Habits of lstms.pth: `make test`, `make speed`, `make capacity`.
 PYTHON ?= python
 
 .PHONY: install test test-all lint speed capacity memory train

@@ -191,8 +191,8 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                     if self._use_masking:
                         action_masks = get_action_masks(env)  # (n_envs, action_mask_dims), for _last_obs
                     # The first step of a rollout checks the memories' arguments; the others have the same shapes.
-                    checked = self.policy.args_checked() if n_steps else nullcontext()
-                    with self.policy.masks_active(), self.policy.action_masks_applied(action_masks), checked:
+                    checked = self.policy.argument_checks_off() if n_steps else nullcontext()
+                    with self.policy.dropout_masks_on(), self.policy.action_masks_applied(action_masks), checked:
                         actions, values, log_probs, lstm_states = self.policy(obs_tensor, lstm_states, episode_starts)
                     masks = self.policy.last_masks()
                 actions = actions.cpu().numpy()
@@ -225,7 +225,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                         source = lstm_states.vf if critic_memory else lstm_states.pi
                         value_masks = masks.vf if critic_memory else masks.pi
                         row_mask = None if value_masks is None else value_masks[:, idx : idx + 1]
-                        with th.no_grad(), self.policy.masks_active():
+                        with th.no_grad(), self.policy.dropout_masks_on():
                             terminal_value = self.policy.predict_values(
                                 terminal_obs,
                                 (source[0][:, idx : idx + 1].contiguous(), source[1][:, idx : idx + 1].contiguous()),
@@ -242,7 +242,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                 self._last_episode_starts = dones
                 self._last_lstm_states = lstm_states
 
-            with th.no_grad(), self.policy.masks_active():
+            with th.no_grad(), self.policy.dropout_masks_on():
                 episode_starts = th.as_tensor(dones, dtype=th.float32, device=self.device)
                 source = lstm_states.vf if critic_memory else lstm_states.pi
                 values = self.policy.predict_values(obs_as_tensor(new_obs, self.device), source, episode_starts)

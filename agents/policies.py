@@ -4,8 +4,9 @@ one per observation kind stock sb3-contrib serves (MLP, CNN, Dict)."""
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -184,9 +185,10 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         return [m for m in (self.lstm_actor, self.lstm_critic) if m is not None]
 
     @contextmanager
-    def masks_active(self, active: bool = True) -> Iterator[None]:
+    def dropout_masks_on(self, active: bool = True) -> Iterator[None]:
         """Within this block the memories act with their dropout masks even in eval mode
-        (``predict`` and collection run in eval mode)."""
+        (``predict`` and collection run in eval mode). Not the action masks: see
+        :meth:`action_masks_applied`."""
         before = [m.masks_in_eval for m in self.memories()]
         for m in self.memories():
             m.masks_in_eval = active
@@ -196,8 +198,13 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
             for m, b in zip(self.memories(), before, strict=True):
                 m.masks_in_eval = b
 
+    def masks_active(self, active: bool = True) -> AbstractContextManager[None]:
+        """Deprecated name of :meth:`dropout_masks_on` (the memories' ``masks_active`` is a flag)."""
+        warnings.warn("policy.masks_active() is deprecated: use policy.dropout_masks_on()", DeprecationWarning, 2)
+        return self.dropout_masks_on(active)
+
     @contextmanager
-    def args_checked(self) -> Iterator[None]:
+    def argument_checks_off(self) -> Iterator[None]:
         """Within this block the memories skip their per-call argument checks: for a caller that checked
         the arguments of its first call and makes many more of the same shapes (a rollout)."""
         for m in self.memories():
@@ -207,6 +214,11 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         finally:
             for m in self.memories():
                 m.check_args = True
+
+    def args_checked(self) -> AbstractContextManager[None]:
+        """Deprecated name of :meth:`argument_checks_off`."""
+        warnings.warn("policy.args_checked() is deprecated: use policy.argument_checks_off()", DeprecationWarning, 2)
+        return self.argument_checks_off()
 
     def last_masks(self) -> RNNMasks:
         """The masks the actor's and critic's memories used in their last call."""

@@ -14,7 +14,7 @@ class LayerNormLSTM(LSTM):
     """LSTM with layer normalization (Ba, Kiros & Hinton 2016, supplementary eqs. 20-22).
 
     ``gates = LN(W_ih x) + LN(W_hh h) + b`` and ``h_t = o * tanh(LN(c_t))``; the carried
-    ``c_t`` stays un-normalised. (The seed normalised the carried cell state instead.) With
+    ``c_t`` stays un-normalised. (lstms.pth normalised the carried cell state instead.) With
     ``ln_preact=False`` only the cell is normalised; ``learnable=False`` freezes gains at 1 and
     biases at 0. The ``dropout_method`` choices are the :class:`LSTM`'s.
 

@@ -13,7 +13,7 @@ class SlowLSTM(LSTMParameters):
     weights, one step at a time. Same results as :class:`LSTM`, only slower.
 
     ``SlowLSTM(input_size, hidden_size, bias=True, dropout=0.0)``: dropout acts on the output only
-    (the ``'pytorch'`` method), the carried h untouched. (The seed's ``F.dropout(h_t)`` also dropped
+    (the ``'pytorch'`` method), the carried h untouched. (lstms.pth's ``F.dropout(h_t)`` also dropped
     the h it carried to the next step; that is Gal's tied mask without its per-sequence sampling.)
     """
 

@@ -1,4 +1,4 @@
-"""The seed's capacity benchmark for every registered cell.
+"""lstms.pth's capacity benchmark for every registered cell.
 
 ``python scripts/bench_capacity.py --help`` lists the options; the code is in ``rl_lstm.bench.capacity``.
 """

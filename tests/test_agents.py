@@ -168,7 +168,7 @@ def test_predict_uses_no_dropout_unless_asked():
     a2, s2 = model.predict(obs, None, starts, deterministic=True)
     assert np.array_equal(s1[0], s2[0])
     assert model.policy.lstm_actor.last_masks is None
-    with model.policy.masks_active():
+    with model.policy.dropout_masks_on():
         _, s3 = model.predict(obs, None, starts, deterministic=True)
     assert model.policy.lstm_actor.last_masks is not None and not np.allclose(s1[0], s3[0])
     assert not model.policy.lstm_actor.masks_in_eval
@@ -231,7 +231,7 @@ def test_lean_collection_step_is_the_stock_forward():
             for memory in policy.memories():  # both calls start from no per-episode masks
                 memory.layers[0].episode_masks = None
             th.manual_seed(7)
-            with th.no_grad(), policy.masks_active(), policy.args_checked() if lean else th.no_grad():
+            with th.no_grad(), policy.dropout_masks_on(), policy.argument_checks_off() if lean else th.no_grad():
                 forward = policy.forward if lean else RecurrentActorCriticPolicy.forward.__get__(policy)
                 results.append(forward(obs, states, starts, deterministic))
         (a1, v1, lp1, s1), (a2, v2, lp2, s2) = results
@@ -285,3 +285,14 @@ def test_policy_dropout_defaults_to_the_cells(name):
     assert plain.policy.lstm_actor.layers[0].dropout == default_dropout(name)
     off = _model(RecurrentPPO, name, policy_kwargs=dict(dropout=0.0))
     assert off.policy.lstm_actor.layers[0].dropout == 0.0
+
+
+def test_renamed_context_managers_keep_their_old_names_with_a_warning():
+    model = RecurrentPPO("CellLstmPolicy", "CartPole-v1", n_steps=8, batch_size=8, policy_kwargs=dict(cell="gal"))
+    policy = model.policy
+    with pytest.warns(DeprecationWarning, match="dropout_masks_on"), policy.masks_active():
+        assert policy.lstm_actor.masks_in_eval
+    assert not policy.lstm_actor.masks_in_eval
+    with pytest.warns(DeprecationWarning, match="argument_checks_off"), policy.args_checked():
+        assert not policy.lstm_actor.check_args
+    assert policy.lstm_actor.check_args

@@ -170,8 +170,8 @@ def test_speed_report_names_each_cells_references(speed):
             *cells,
         ]
         assert f"| cell / {kernel_label} | {nn_label} / cell (speedup) |" in text
-    # The seed published LSTMs only: its table holds the LSTM family and nothing else.
-    seed_rows = _table_after(text, "## The seed's table: inference, batch 1, seconds per sequence of 1000 steps")
+    # lstms.pth published LSTMs only: its table holds the LSTM family and nothing else.
+    seed_rows = _table_after(text, "## lstms.pth's table: inference, batch 1, seconds per sequence of 1000 steps")
     assert set(seed_rows) == {n for n in NAMES if CELLS[n].torch_module is nn.LSTM}
 
 
@@ -186,7 +186,7 @@ def test_speed_sequence_mode_has_every_cell_and_memory(speed):
             assert cell["ratio_nn_fused"]["median"] > 0 and cell["ratio_kernel_loop"]["median"] > 0
         for ref in row["references"].values():
             assert ref["ms_per_call"]["median"] > 0 and ref["saved_bytes"] > 0
-    assert "Sequence mode" in text and "The seed's table" in text
+    assert "Sequence mode" in text and "lstms.pth's table" in text
 
 
 def test_capacity_has_every_cell_for_every_task(capacity):

@@ -288,7 +288,7 @@ def test_sample_mask_resamples_all():
 def test_cell_state_stays_bounded(name):
     """The keep-memory gate's bias +3 (the LSTM's forget gate f, the GRU's update gate z: rows
     H:2H of both), p = 0.5, training mode, 1000 steps: the state stays finite and small.
-    (The seed's MoonLSTM reached |c| ~ 6.5e11 after 50 steps.)"""
+    (lstms.pth's MoonLSTM reached |c| ~ 6.5e11 after 50 steps.)"""
     cell = make_cell(name, 8, 64, dropout=0.5).train()
     if getattr(cell, "bias_hh", None) is not None and cell.gates > 1:  # the tanh RNN has no gate
         with torch.no_grad():

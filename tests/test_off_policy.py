@@ -132,7 +132,7 @@ def _collect_and_replay(model, env, steps: int, record) -> tuple[np.ndarray, np.
     def add(self, *args, **kwargs):  # noqa: ANN001, ANN202
         obs = obs_as_tensor(np.asarray(args[0], dtype=np.float32), model.device)
         starts = th.as_tensor(kwargs["episode_start"], dtype=th.float32)
-        with th.no_grad(), policy.masks_active():
+        with th.no_grad(), policy.dropout_masks_on():
             out = record(policy, obs, kwargs["states"], starts, kwargs["masks"])
         for e in range(self.n_envs):
             collected[(self.pos, e)] = out[e]

@@ -95,7 +95,7 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
         callback.on_rollout_start()
         memories = self.policy.stored_memories()
         while should_collect_more_steps(train_freq, n_steps, n_episodes):
-            with th.no_grad(), self.policy.masks_active():
+            with th.no_grad(), self.policy.dropout_masks_on():
                 obs = obs_as_tensor(self._last_obs, self.device)
                 starts = th.as_tensor(self._last_episode_starts, dtype=th.float32, device=self.device)
                 actions, acting_state = self.policy.act(obs, self._last_states[0], starts, deterministic=False)

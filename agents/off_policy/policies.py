@@ -185,7 +185,7 @@ class RecurrentOffPolicyPolicy(BasePolicy):
         raise NotImplementedError
 
     @contextmanager
-    def masks_active(self) -> Iterator[None]:
+    def dropout_masks_on(self) -> Iterator[None]:
         """Within this block the stored memories act with their dropout masks in eval mode (collection)."""
         nets = self.stored_memories()
         before = [m.memory.masks_in_eval for m in nets]

@@ -1,27 +1,27 @@
-"""The seed's artificial memory benchmark, for every registered cell, over several seeds.
+"""lstms.pth's artificial memory benchmark, for every registered cell, over several seeds.
 
-A data set of random sequences (inputs uniform in [0, 1), as the seed drew them); the target is
-the sum of a sequence's inputs, read from the layer's last output. Training as in the seed:
+A data set of random sequences (inputs uniform in [0, 1), as lstms.pth drew them); the target is
+the sum of a sequence's inputs, read from the layer's last output. Training as in lstms.pth:
 dropout 0.9, layer size 256, 10 epochs, SGD (lr 0.01, momentum 0.9), one gradient step every 10
 sequences on the sum of their smooth-L1 losses. The 10 sequences of a step run as one batch:
 each row starts from a zero state with masks of its own, drawn when its sequence starts, as an
 episode would. The error is the mean smooth-L1 loss over the training set, evaluated in eval
-mode (the seed reported the same loss but, never calling ``.eval()``, with dropout acting; that
+mode (lstms.pth reported the same loss but, never calling ``.eval()``, with dropout acting; that
 figure is kept as "error, train mode").
 
 Tasks:
 
-* ``seq10``: the seed's settings, one scalar input per step (``--input-size`` changes it), a
+* ``seq10``: lstms.pth's settings, one scalar input per step (``--input-size`` changes it), a
   linear head on the last output.
 * ``seq50``: the same with sequences of 50 steps, where memory matters more.
-* ``seed-no-head``: as the seed's script: input and target have the layer's size and the last
+* ``seed-no-head``: as lstms.pth's script: input and target have the layer's size and the last
   output regresses the per-unit sums with no head. The output lies in (-1, 1) and the sums
-  are about 5, so the error cannot go below about 3.5: kept only to set the seed's figures
+  are about 5, so the error cannot go below about 3.5: kept only to set lstms.pth's figures
   beside ours.
 
 Every cell starts from the weights of its own ``torch_module`` (``nn.LSTM``, ``nn.GRU`` or
 ``nn.RNN``) drawn from the run's seed, so the cells of one family start alike. The adapters over
-the torch modules (``nn``, ``nn-gru``) run without dropout, as in the seed, where a one-layer
+the torch modules (``nn``, ``nn-gru``) run without dropout, as in lstms.pth, where a one-layer
 ``nn.LSTM`` ignores its ``dropout`` argument. Output: ``capacity.json`` and ``capacity.md``.
 
     python scripts/bench_capacity.py [--out DIR] [--quick] [--seeds N] [--cells ...]
@@ -46,7 +46,7 @@ from rl_lstm import CELLS, RecurrentLayer
 from rl_lstm.bench.speed_spec import is_adapter
 from rl_lstm.tooling import POSITIVE, describe_machine, machine_info, md_table, pin_threads, write_json
 
-# The seed's published errors (lstms.pth README, dropout 0.9, SEQ_LEN 10, 100 sequences, size 256).
+# lstms.pth's published errors (lstms.pth README, dropout 0.9, SEQ_LEN 10, 100 sequences, size 256).
 SEED_SEQ_LEN = 10
 SEED_ERRORS = {"nn": 3.515, "slow": 4.171, "lstm": 4.158, "gal": 3.517, "moon": 4.443, "semeniuta": 3.773}
 
@@ -58,21 +58,21 @@ class Task:
     name: str
     seq_len: int
     head: bool  # a linear layer from the last output to the target; False: the output is the prediction
-    input_size: int | None  # None: the layer size (and a target of that size, as in the seed)
+    input_size: int | None  # None: the layer size (and a target of that size, as in lstms.pth)
     doc: str
 
 
 TASKS = (
     # Input size 1: the sum is of scalars. LayerNorm cells normalise W_ih x over the gates, which
     # removes the scale of a scalar input, so on these tasks they cannot see the values they must sum.
-    Task("seq10", 10, True, 1, "the seed's settings, with a linear head that reads the sum from the last output"),
+    Task("seq10", 10, True, 1, "lstms.pth's settings, with a linear head that reads the sum from the last output"),
     Task("seq50", 50, True, 1, "the same with sequences of 50 steps"),
     Task(
         "seed-no-head",
         10,
         False,
         None,
-        "as the seed's script: input and target of the layer size, no head (error floor near 3.5)",
+        "as lstms.pth's script: input and target of the layer size, no head (error floor near 3.5)",
     ),
 )
 
@@ -104,7 +104,7 @@ def make_data(task: Task, s: Settings, seed: int) -> tuple[Tensor, Tensor]:
     """Inputs (T, N, I) uniform in [0, 1) and targets (N, D): the sum over the sequence."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(task.seq_len, s.n_seqs, task.input_size or s.size, generator=gen)  # (T, N, I)
-    y = x.sum(0)  # (N, I): per-input sums, the seed's target
+    y = x.sum(0)  # (N, I): per-input sums, lstms.pth's target
     return x, (y.sum(-1, keepdim=True) if task.head else y)  # with a head: one scalar per sequence
 
 
@@ -128,7 +128,7 @@ def run_one(name: str, task: Task, s: Settings, seed: int) -> dict:
     for _ in range(s.epochs):
         total = 0.0
         for k in range(0, s.n_seqs, s.seqs_per_step):
-            # The seed summed (not averaged) the losses of the sequences between two steps.
+            # lstms.pth summed (not averaged) the losses of the sequences between two steps.
             loss = smooth_l1_per_seq(predict(x[:, k : k + s.seqs_per_step]), y[k : k + s.seqs_per_step]).sum()
             opt.zero_grad()
             loss.backward()
@@ -141,7 +141,7 @@ def run_one(name: str, task: Task, s: Settings, seed: int) -> dict:
         pred = predict(x)
         error = smooth_l1_per_seq(pred, y).mean().item()
         mae = (pred - y).abs().mean().item()
-        cell.train()  # what the seed's evaluation measured: dropout still acting
+        cell.train()  # what lstms.pth's evaluation measured: dropout still acting
         error_train_mode = smooth_l1_per_seq(predict(x), y).mean().item()
     return {"error": error, "mae": mae, "error_train_mode": error_train_mode, "train_curve": curve}
 
@@ -212,15 +212,15 @@ def markdown(data: dict) -> str:
         "",
         f"Machine: {describe_machine(data['machine'])}.",
         "",
-        f"The seed's artificial memory benchmark: {s.n_seqs} sequences, inputs uniform in [0, 1), target = the "
+        f"lstms.pth's artificial memory benchmark: {s.n_seqs} sequences, inputs uniform in [0, 1), target = the "
         f"sum of the inputs; dropout {s.dropout} (none for the adapters over the torch modules, "
-        f"{', '.join(f'`{n}`' for n in s.cells if is_adapter(n)) or 'none run here'}, as for `nn` in the seed), "
-        f"each cell starting from the weights of its torch module drawn from the seed, layer size {s.size}, "
+        f"{', '.join(f'`{n}`' for n in s.cells if is_adapter(n)) or 'none run here'}, as for `nn` in lstms.pth), "
+        f"each cell starting from the weights of its torch module drawn from the random seed, layer size {s.size}, "
         f"{s.epochs} epochs, SGD lr {s.lr} momentum {s.momentum}, a step every {s.seqs_per_step} sequences on the "
         f"sum of their smooth-L1 losses. Each sequence starts from a zero state with its own masks. {s.seeds} "
         "seed(s): mean +- std. Error: mean smooth-L1 loss over the training set in eval mode; MAE: mean absolute "
-        "error, eval mode; train mode: the same loss with dropout acting (what the seed's script measured). "
-        "Warning (the seed's): an artificial memory benchmark, not necessarily representative of each method's "
+        "error, eval mode; train mode: the same loss with dropout acting (what lstms.pth's script measured). "
+        "Warning (lstms.pth's): an artificial memory benchmark, not necessarily representative of each method's "
         "capacity.",
         "",
     ]
@@ -228,7 +228,7 @@ def markdown(data: dict) -> str:
     for name in s.tasks:
         task = tasks[name]
         base = next(b for b in data["baselines"] if b["task"] == name)
-        # The seed published one setting: sequences of 10 steps; its figures stand beside those only.
+        # lstms.pth published one setting: sequences of 10 steps; its figures stand beside those only.
         seed_col = task.seq_len == SEED_SEQ_LEN
         rows = [
             [r["cell"], r["torch_module"], pm(r["error"]), pm(r["mae"]), pm(r["error_train_mode"])]
@@ -257,8 +257,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path]:
     p.add_argument("--seeds", type=POSITIVE, help="seeds per cell and task (default 5)")
     p.add_argument("--cells", nargs="+", choices=list(CELLS), help="registered cells (default: all)")
     p.add_argument("--tasks", nargs="+", choices=[t.name for t in TASKS], help="tasks (default: all)")
-    p.add_argument("--epochs", type=POSITIVE, help="training epochs (default 10, the seed's)")
-    p.add_argument("--size", type=POSITIVE, help="layer size (default 256, the seed's)")
+    p.add_argument("--epochs", type=POSITIVE, help="training epochs (default 10, lstms.pth's)")
+    p.add_argument("--size", type=POSITIVE, help="layer size (default 256, lstms.pth's)")
     p.add_argument("--input-size", type=POSITIVE, help="input size of the tasks with a head (default 1)")
     p.add_argument("--threads", type=POSITIVE, default=1, help="torch threads (default 1)")
     a = p.parse_args(argv)

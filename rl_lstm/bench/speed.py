@@ -5,13 +5,13 @@ Each cell is measured against the references of its class's ``torch_module``: ``
 ``nn.RNN`` and ``torch.rnn_tanh_cell`` for the tanh RNN; each family's module is drawn from the
 same seed and its cells hold copies of its weights. Two kinds of measurement:
 
-* **Step mode** (the seed's benchmark, extended): one step per call (``seq_len`` 1), the output
+* **Step mode** (lstms.pth's benchmark, extended): one step per call (``seq_len`` 1), the output
   fed back as the next input (so ``input_size == hidden_size``), for every hidden size, batch
-  and mode. Modes: ``eval`` (eval mode, no grad: the seed's "inference" table), ``train-nograd``
+  and mode. Modes: ``eval`` (eval mode, no grad: lstms.pth's "inference" table), ``train-nograd``
   (training mode, masks on, no grad: acting with masks, as a rollout that records them) and
   ``train`` (training mode, masks on, autograd recording the graph but no backward: what the
   seed's own loop did, and the step-by-step path of an update). References: the torch module
-  called with ``seq_len`` 1 (the seed's yardstick) and its step kernel (the faster per-step
+  called with ``seq_len`` 1 (lstms.pth's yardstick) and its step kernel (the faster per-step
   path on CPU).
 * **Sequence mode**: one call over a whole ``(T, B, H)`` sequence in training mode, forward
   plus backward of ``out.sum()``, against the torch module's fused call and a loop of its step

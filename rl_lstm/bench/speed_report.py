@@ -1,4 +1,4 @@
-"""The speed benchmark's report: target summary, the seed's table beside ours, ratio matrices,
+"""The speed benchmark's report: target summary, lstms.pth's table beside ours, ratio matrices,
 full tables and the plot."""
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def target_summary(step: list[dict], seq: list[dict], cells: list[str]) -> str:
 
 
 def seed_figures(name: str, hidden: int) -> tuple[float, float] | None:
-    """The seed's (nn.LSTM, cell) seconds for 1000 steps at this size, None where it published none."""
+    """lstms.pth's (nn.LSTM, cell) seconds for 1000 steps at this size, None where it published none."""
     if name not in SEED_SPEED or hidden not in SEED_SIZES:
         return None
     k = SEED_SIZES.index(hidden)
@@ -106,8 +106,8 @@ def seed_figures(name: str, hidden: int) -> tuple[float, float] | None:
 
 
 def seed_table(step: list[dict], cells: list[str]) -> str:
-    """The seed's table (eval mode, batch 1), seconds per sequence of 1000 steps, seed beside ours:
-    the LSTM family only, measured against nn.LSTM as the seed's cells were."""
+    """lstms.pth's table (eval mode, batch 1), seconds per sequence of 1000 steps, lstms.pth beside ours:
+    the LSTM family only, measured against nn.LSTM as lstms.pth's cells were."""
     nn_key = REFERENCES[nn.LSTM].nn_key
     rows = []
     by_size = {r["hidden"]: r for r in step if r["mode"] == "eval" and r["batch"] == 1}
@@ -259,11 +259,11 @@ def markdown(data: dict) -> str:
     lstm_cells = next((cells for refs, cells in groups if refs.module is nn.LSTM), [])
     if lstm_cells and any(r["mode"] == "eval" and r["batch"] == 1 for r in step):
         parts += [
-            "## The seed's table: inference, batch 1, seconds per sequence of 1000 steps",
+            "## lstms.pth's table: inference, batch 1, seconds per sequence of 1000 steps",
             "",
             "Ours are eval mode, no grad, and scaled from the per-step median (fewer steps are timed at large sizes). "
-            "The seed's script timed modules left in training mode with autograd on; its figures come from "
-            "another machine and an old PyTorch, so compare speedups, not seconds. The seed had LSTMs only.",
+            "lstms.pth's script timed modules left in training mode with autograd on; its figures come from "
+            "another machine and an old PyTorch, so compare speedups, not seconds. lstms.pth had LSTMs only.",
             "",
             seed_table(step, lstm_cells),
             "",

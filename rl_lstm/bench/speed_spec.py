@@ -1,4 +1,4 @@
-"""What the speed benchmark measures: its modes, references, settings, the seed's published
+"""What the speed benchmark measures: its modes, references, settings, lstms.pth's published
 figures and the targets each measurement is checked against."""
 
 from __future__ import annotations
@@ -94,14 +94,14 @@ class Mode:
 MODES = {
     m.name: m
     for m in (
-        Mode("eval", False, False, "eval mode, no grad: inference as in the seed's table (no masks act)"),
+        Mode("eval", False, False, "eval mode, no grad: inference as in lstms.pth's table (no masks act)"),
         Mode("train-nograd", True, False, "training mode, masks on, no grad: acting with masks"),
         Mode("train", True, True, "training mode, masks on, autograd records the graph (no backward)"),
     )
 }
 
 
-# The seed's published table (lstms.pth README): seconds for one sequence of 1000 steps, batch 1,
+# lstms.pth's published table (lstms.pth README): seconds for one sequence of 1000 steps, batch 1,
 # dropout 0.5, at each of SEED_SIZES, as (nn.LSTM row, cell row). Copied as data for the "seed" columns.
 SEED_SIZES = (128, 256, 512, 1024, 2048)
 
