@@ -8,6 +8,7 @@ records do not depend on the backend that ran them.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import threading
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from agents.sweep.worker import Outcome, RunTask, run_attempt
+from agents.sweep.worker import Outcome, RunRecord, RunTask, run_attempt
 from rl_lstm.tooling import pin_threads
 
 Runner = Callable[[Any, int, int], Outcome]
@@ -202,7 +203,7 @@ def run_all(
             progressed = True
             state = pending[task.run_id]
             if outcome.record is not None:
-                record = {**outcome.record, "attempts": attempt + 1}
+                record = dataclasses.replace(outcome.record, attempts=attempt + 1).to_json()
                 del pending[task.run_id]
                 on_record(record)
                 continue
@@ -213,29 +214,6 @@ def run_all(
                 backend.submit(task, attempt + 1)
             else:
                 del pending[task.run_id]
-                on_record(failed_record(task, attempt + 1, state.errors))
+                on_record(RunRecord.failed(task, attempt + 1, state.errors).to_json())
         if not progressed:
             break
-
-
-def failed_record(task: RunTask, attempts: int, errors: list[str]) -> dict[str, Any]:
-    """The record of a run whose every attempt failed."""
-    return {
-        "env": task.env,
-        "algo": task.algo,
-        "cell": task.cell,
-        "seed": task.seed,
-        "name": task.name,
-        "status": "failed",
-        "error": errors[-1] if errors else "unknown error",
-        "errors": errors,
-        "config": task.config,
-        "final_return_mean": None,
-        "final_return_std": None,
-        "threshold": task.threshold,
-        "steps_to_threshold": None,
-        "curve": [],
-        "wall_time_s": None,
-        "env_steps_per_s": None,
-        "attempts": attempts,
-    }

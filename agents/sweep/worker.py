@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +51,58 @@ class RunTask:
 
 
 @dataclass
+class RunRecord:
+    """One run of the sweep as its record file holds it (``runs/<env>/<name>.json``): made by the worker
+    for a finished run (:meth:`finished`) or by the backend for a run whose every attempt failed
+    (:meth:`failed`); the report and resume read the JSON."""
+
+    env: str
+    algo: str
+    cell: str | None
+    seed: int
+    name: str
+    status: str
+    """``"ok"`` or ``"failed"``."""
+    config: dict[str, Any]
+    threshold: float
+    error: str | None = None
+    errors: list[str] = field(default_factory=list)
+    algo_kwargs: dict[str, Any] | None = None
+    final_return_mean: float | None = None
+    final_return_std: float | None = None
+    final_success_rate: float | None = None
+    """The memory ladder's tasks report ``info["is_success"]``: None elsewhere (as the two below)."""
+    best_success_rate: float | None = None
+    success_evaluations: list[Any] | None = None
+    eval: dict[str, Any] | None = None
+    steps_to_threshold: int | None = None
+    curve: list[Any] = field(default_factory=list)
+    wall_time_s: float | None = None
+    env_steps_per_s: float | None = None
+    attempts: int | None = None
+
+    @classmethod
+    def of(cls, task: RunTask, status: str, **fields: Any) -> RunRecord:
+        return cls(
+            env=task.env, algo=task.algo, cell=task.cell, seed=task.seed, name=task.name, status=status,
+            config=task.config, threshold=task.threshold, **fields,
+        )  # fmt: skip
+
+    @classmethod
+    def failed(cls, task: RunTask, attempts: int, errors: list[str]) -> RunRecord:
+        """The record of a run whose every attempt failed."""
+        return cls.of(task, "failed", error=errors[-1] if errors else "unknown error", errors=errors, attempts=attempts)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class Outcome:
     """What came back from one attempt: the run's record, or the error that ended the attempt."""
 
-    record: dict[str, Any] | None = None
+    record: Any = None
+    """A sweep run's :class:`RunRecord`; what another runner returns (a tuning trial's summary)."""
     error: str | None = None
 
 
@@ -114,29 +162,21 @@ def run_attempt(task: RunTask, attempt: int, threads: int = 1) -> Outcome:
         evaluation = train(config, work, log=lambda message: None)
         elapsed = time.perf_counter() - started
         curve = learning_curve(work / "progress.csv")
-        record = {
-            "env": task.env,
-            "algo": task.algo,
-            "cell": task.cell,
-            "seed": task.seed,
-            "name": task.name,
-            "status": "ok",
-            "error": None,
-            "config": task.config,
-            "algo_kwargs": config.algo_kwargs(),
-            "final_return_mean": evaluation["mean_return"],
-            # The memory ladder's tasks report info["is_success"]: None elsewhere.
-            "final_success_rate": evaluation.get("success_rate"),
-            "best_success_rate": evaluation.get("best_success_rate"),
-            "success_evaluations": evaluation.get("success_evaluations"),
-            "final_return_std": evaluation["std_return"],
-            "eval": evaluation,
-            "threshold": task.threshold,
-            "steps_to_threshold": steps_to_threshold(curve, task.threshold),
-            "curve": curve,
-            "wall_time_s": elapsed,
-            "env_steps_per_s": evaluation.get("env_steps_per_s"),
-        }
+        record = RunRecord.of(
+            task,
+            "ok",
+            algo_kwargs=config.algo_kwargs(),
+            final_return_mean=evaluation["mean_return"],
+            final_return_std=evaluation["std_return"],
+            final_success_rate=evaluation.get("success_rate"),
+            best_success_rate=evaluation.get("best_success_rate"),
+            success_evaluations=evaluation.get("success_evaluations"),
+            eval=evaluation,
+            steps_to_threshold=steps_to_threshold(curve, task.threshold),
+            curve=curve,
+            wall_time_s=elapsed,
+            env_steps_per_s=evaluation.get("env_steps_per_s"),
+        )
         if not task.keep_work:
             shutil.rmtree(work, ignore_errors=True)
         return Outcome(record=record)
