@@ -66,6 +66,7 @@ def summarize(study: optuna.Study, header: dict[str, Any]) -> dict[str, Any]:
         "importances": values,
         "importances_note": reason,
         "trials": [_trial_row(t) for t in trials],
+        "verification": study.user_attrs.get("verification"),
     }
 
 
@@ -114,7 +115,7 @@ def markdown(summary: dict[str, Any]) -> str:
     else:
         lines += [f"Not computed: {summary['importances_note']}.", ""]
     verification = summary.get("verification")
-    if verification:
+    if verification:  # the latest verification of the study, by whichever run of the command made it
         v = verification
         lines += [f"## Verification of trial {v['trial']}: {v['timesteps']} steps, seeds {v['seeds']}", ""]
         rows = [[s["seed"], _fmt(s["final"]), _fmt(s["final_std"]), _fmt(s["best"])] for s in v["runs"]]

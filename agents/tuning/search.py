@@ -170,6 +170,7 @@ def run(search: Search, command: str, write_to: Path | None = None, log: Any = p
             summary["best_files"] = write_best(search, settings, best, write_to, log)
             if search.verify_seeds:
                 summary["verification"] = verify(search, backend, settings, best["number"], log)
+                study.set_user_attr("verification", summary["verification"])  # later summaries show it
         else:
             log("no trial has completed: no best entry written")
     except KeyboardInterrupt:
