@@ -126,7 +126,7 @@ def test_failed_attempts_are_retried_then_recorded_as_failed(tmp_path):
     [
         (["--cells", "mgu"], "--cells 'mgu': unknown; choices: nn, slow, lstm"),
         (["--envs", "TMaze-v9"], "--envs 'TMaze-v9': unknown; choices: "),
-        (["--algos", "ppo,trpo"], "--algos 'trpo': unknown; choices: ppo, a2c, "),
+        (["--algos", "ppo,trpo"], "--algos 'trpo': unknown; choices: ppo, a2c, dqn, sac, dqn-mlp, sac-mlp, ppo-mlp"),
         (["--sweep", "/nonexistent.yaml"], "--sweep '/nonexistent.yaml': no such file"),
     ],
 )

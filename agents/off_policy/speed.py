@@ -9,6 +9,7 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=2000, help="timed steps of learning per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (rows shuffled in each)")
     parser.add_argument("--out", type=Path, default=Path("docs/off_policy"), help="folder of speed.json and speed.md")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     pin_threads(1)
     rates: dict[str, list[float]] = {name: [] for name in ROWS}
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pairs = {"sac (lstm, 64 units)": "sac-mlp", "dqn (lstm, 64 units)": "dqn-mlp"}
     record = {
         "machine": machine_info(),
-        "command": "python scripts/bench_off_policy.py " + " ".join(argv or []),
+        "command": " ".join(["python scripts/bench_off_policy.py", *argv]),
         "settings": dict(steps=args.steps, rounds=args.rounds, seq_len=SEQ_LEN, burn_in=BURN_IN, windows=WINDOWS,
                          transitions_per_gradient_step=TRANSITIONS, n_envs=1, threads=1),
         "env_steps_per_cpu_s": rates,
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = [
         "# Off-policy training speed: memory against SB3's MLP agents",
         "",
-        f"`{record['command'].strip()}` on {record['machine'].get('cpu_model', 'this CPU')}, one torch thread, "
+        f"`{record['command']}` on {record['machine'].get('cpu_model', 'this CPU')}, one torch thread (load average "
+        f"{record['machine'].get('load_average_at_start')} at the start: a shared machine; CPU-seconds), "
         f"{args.rounds} interleaved rounds of {args.steps} steps after a 500-step warm-up; medians. Equal settings: "
         f"one environment, learning rate 1e-3, layers [64, 64] after the memory, {TRANSITIONS} transitions per "
         f"gradient step ({WINDOWS} windows of {SEQ_LEN} with {BURN_IN} burn-in steps for the memory; a batch of "
