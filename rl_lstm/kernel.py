@@ -14,10 +14,10 @@ Python path whatever the mode: a graph records the Python path's operations, and
 to it. The kernel's backward has no graph of its own: a double backward (``create_graph=True``)
 through it raises, naming ``RL_LSTM_KERNEL=0``.
 
-``RL_LSTM_GEMM`` chooses the routine of the recurrent products (per step ``h W_hh^T``, its gradient
-``dh``, and ``dW_hh``; ``rl_lstm/csrc/small_gemm.h``): ``auto`` (the default: AVX-512, else AVX2 with
-FMA, else BLAS), ``avx512``, ``avx2`` or ``blas``. A routine the CPU cannot run falls back to BLAS;
-:func:`gemm_path` says which one runs.
+``RL_LSTM_GEMM`` chooses the routine of the per-step recurrent products (``h W_hh^T`` forward, ``dh``
+backward; ``rl_lstm/csrc/small_gemm.h``; ``dW_hh``, with 4H rows, stays on BLAS): ``auto`` (the default:
+AVX-512, else AVX2 with FMA, else BLAS), ``avx512``, ``avx2`` or ``blas``. A routine the CPU cannot
+run falls back to BLAS; :func:`gemm_path` says which one runs.
 """
 
 from __future__ import annotations
