@@ -22,7 +22,7 @@ class FFM(LinearRecurrence):
     ``y_t = LN(z_t * sigmoid(W_4 x_t)) + W_5 x_t * (1 - sigmoid(W_4 x_t))``, the layer norm
     without gain or bias as in the authors' code.
 
-    ``FFM(input_size, hidden_size, bias=True, dropout=0.0, dropout_method=None, context_size=None,
+    ``FFM(input_size, hidden_size, bias=True, dropout=None, dropout_method='pytorch', context_size=None,
     min_period=1, max_period=1024)``: ``context_size`` (c, default 4, or the largest divisor of
     ``hidden_size`` below 4) frequencies, ``memory_size m = hidden_size / c`` decay rates,
     starting evenly from ``-e`` (the JAX reference's fastest) to ``log(0.01) / max_period`` (the
@@ -47,13 +47,14 @@ class FFM(LinearRecurrence):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        dropout: float = 0.0,
-        dropout_method: str | None = None,
+        dropout: float | None = None,
+        dropout_method: str = "pytorch",
         context_size: int | None = None,
         min_period: float = 1.0,
         max_period: float = 1024.0,
+        batch_first: bool = False,
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout, dropout_method)
+        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
         if context_size is None:  # the authors' 4 where it divides hidden_size, else the largest divisor below
             context_size = next(k for k in (4, 3, 2, 1) if self.hidden_size % k == 0)
         self.context_size = check_size("context_size", context_size)

@@ -48,7 +48,7 @@ def test_scan_equals_step_loop_with_gradients(name, method, seq_len):
     gradients of x, the initial state and every parameter agree in float64, resets and masks in."""
     if method is not None and method not in cell_class(name).dropout_methods:
         pytest.skip(f"{name} takes no {method}")
-    cell = make_cell(name, 3, 8, dropout=0.0 if method is None else 0.4, dropout_method=method).double()
+    cell = make_cell(name, 3, 8, dropout=0.0 if method is None else 0.4, dropout_method=method or "pytorch").double()
     x = torch.randn(seq_len, 4, 3, dtype=torch.float64, requires_grad=True)
     state = tuple(p.requires_grad_() for p in _parts(_state(name, 4, 8)))
     starts = torch.rand(seq_len, 4) < 0.2
