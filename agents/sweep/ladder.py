@@ -232,7 +232,8 @@ def markdown(ladder: Ladder, data: dict[str, Any], command: str) -> str:
         lines.append("")
     lines += ["## Rows", "", "| row | algo | memory | settings |", "| --- | --- | --- | --- |"]
     for name, row in ladder.rows.items():
-        lines.append(f"| {name} | {row.algo} | {row.cell} {row.hidden_size}, {row.n_envs} envs | "
+        memory = f"{row.cell} {row.hidden_size}" if ALGOS[row.algo].memory == "cell" else ALGOS[row.algo].label
+        lines.append(f"| {name} | {row.algo} | {memory}, {row.n_envs} envs | "
                      f"`{json.dumps(row.hyperparams)}` |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
