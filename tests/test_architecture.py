@@ -56,7 +56,7 @@ def _graph() -> dict[str, set[str]]:
 
 def test_map_names_every_module():
     text = MAP.read_text()
-    named = set(re.findall(r"`((?:rl_lstm|agents|envs|scripts)/[\w/.-]+\.(?:py|cpp|h|yml|yaml))`", text))
+    named = set(re.findall(r"`((?:rl_lstm|agents|envs|scripts)/[\w/.-]+\.(?:py|cpp|h|inc|yml|yaml))`", text))
     present = {str(p.relative_to(ROOT)) for p in _modules().values()}
     present |= {str(p.relative_to(ROOT)) for p in (ROOT / "scripts").glob("*.py")}
     present |= {str(p.relative_to(ROOT)) for p in (ROOT / "rl_lstm" / "csrc").glob("*.*")}
