@@ -121,3 +121,77 @@ def test_libraries_import_no_program():
         return not _in(m, PROGRAMS)
 
     assert not _layer_violations(lambda m, t: library(m) and _in(t, PROGRAMS))
+
+
+# ---------------------------------------------------------------------------- the recipes, done once
+
+
+def _choices(parser, flag: str) -> list[str]:
+    return next(a.choices for a in parser._actions if flag in a.option_strings)
+
+
+def test_recipe_a_cell_gets_the_cli_the_agents_and_the_benchmark_rows(monkeypatch):
+    import torch
+
+    from agents import RecurrentPPO
+    from agents.training.cli import build_parser
+    from rl_lstm import CELLS, LSTM, make_cell
+    from rl_lstm.bench.speed_spec import Settings
+
+    class ToyLSTM(LSTM):
+        """A cell added by the recipe: a subclass stating its class facts, registered by name."""
+
+        relative_cost = 1.0
+
+    monkeypatch.setitem(CELLS, "toy", ToyLSTM)
+    assert "toy" in _choices(build_parser(), "--cell")
+    assert "toy" in Settings().cells
+    out, _ = make_cell("toy", 3, 4)(torch.zeros(2, 1, 3))
+    assert out.shape == (2, 1, 4)
+    model = RecurrentPPO("CellLstmPolicy", "CartPole-v1", n_steps=8, batch_size=8, n_epochs=1,
+                         policy_kwargs=dict(cell="toy", lstm_hidden_size=4))  # fmt: skip
+    model.learn(16)
+    assert isinstance(model.policy.lstm_actor.layers[0], ToyLSTM)
+
+
+def test_recipe_an_environment_gets_the_cli_and_the_checkers(monkeypatch):
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    import envs
+    from agents.training import TrainConfig, check_config
+    from envs.repeat_previous import RepeatPrevious
+
+    env_id = "ToyRepeatPrevious-v0"
+    gym.register(env_id, entry_point="envs.repeat_previous:RepeatPrevious", max_episode_steps=16)
+    monkeypatch.setitem(envs.ENV_INFO, env_id, envs.EnvInfo(max_return=1.0, memoryless_bound=0.25, threshold=0.9))
+    try:
+        env = gym.make(env_id)
+        check_env(env.unwrapped)
+        assert isinstance(env.unwrapped, RepeatPrevious)
+        check_config(TrainConfig(env=env_id, total_timesteps=64))
+    finally:
+        gym.registry.pop(env_id, None)
+
+
+def test_recipe_an_algorithm_gets_the_cli_choice_and_its_hyperparameters(monkeypatch):
+    from agents import RecurrentPPO
+    from agents.training import ALGOS, TrainConfig, check_config
+    from agents.training.algos import AlgoSpec
+    from agents.training.cli import build_parser
+
+    monkeypatch.setitem(ALGOS, "toy-ppo", AlgoSpec(RecurrentPPO, "CellLstmPolicy", "toy", memory="cell",
+                                                   hyperparams="ppo"))  # fmt: skip
+    assert "toy-ppo" in _choices(build_parser(), "--algo")
+    config = TrainConfig(algo="toy-ppo", env="CartPole-v1", total_timesteps=64)
+    check_config(config)
+    assert config.hyperparams_entry()[0] == "CartPole-v1"
+
+
+def test_recipe_every_benchmark_has_its_entry_point_and_console_script():
+    setup = (ROOT / "setup.cfg").read_text()
+    targets = dict(re.findall(r"^\s*(rl-lstm-[\w-]+)\s*=\s*([\w.]+):main", setup, flags=re.M))
+    for path in sorted((ROOT / "scripts").glob("*.py")):
+        modules = re.findall(r"^from ([\w.]+) import main$", path.read_text(), flags=re.M)
+        assert len(modules) == 1, f"{path.name}: expected one 'from <module> import main'"
+        assert modules[0] in targets.values(), f"{path.name}: {modules[0]}.main has no console script in setup.cfg"

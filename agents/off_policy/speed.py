@@ -19,7 +19,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import envs  # noqa: F401  (registers the memory tasks)
 from agents.off_policy import RecurrentDQN, RecurrentSAC
-from rl_lstm.tooling import machine_info, pin_threads
+from rl_lstm.tooling import POSITIVE, machine_info, pin_threads
 
 SEQ_LEN, BURN_IN, WINDOWS = 24, 4, 32
 #: Transitions a gradient step learns from: the recurrent agents' loss steps, the MLP agents' batch.
@@ -53,8 +53,8 @@ def measure(name: str, steps: int, seed: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=2000, help="timed steps of learning per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (rows shuffled in each)")
+    parser.add_argument("--steps", type=POSITIVE, default=2000, help="timed steps of learning per measurement")
+    parser.add_argument("--rounds", type=POSITIVE, default=3, help="interleaved rounds (rows shuffled in each)")
     parser.add_argument("--out", type=Path, default=Path("docs/off_policy"), help="folder of speed.json and speed.md")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
