@@ -9,10 +9,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from agent_helpers import ALGOS, POLICY, SMALL, _collect, _Count, _env, _model, _replay_diff
 from cue_envs import CueEnv
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO as SB3RecurrentPPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.torch_layers import CombinedExtractor, NatureCNN
@@ -20,191 +20,9 @@ from stable_baselines3.common.torch_layers import CombinedExtractor, NatureCNN
 from agents import (
     CellLstmPolicy,
     CnnCellLstmPolicy,
-    MemoryStack,
     MultiInputCellLstmPolicy,
-    RecurrentA2C,
     RecurrentPPO,
-    chunk_lengths,
 )
-from rl_lstm import LSTM, METHODS
-
-ALGOS = [RecurrentPPO, RecurrentA2C]
-SMALL = dict(lstm_hidden_size=8, net_arch=dict(pi=[8], vf=[8]))
-CNN_SMALL = dict(SMALL, features_extractor_kwargs=dict(features_dim=16))
-
-
-def _env(kind: str, n_envs: int = 2, seed: int = 0):
-    if kind == "mlp":
-        return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
-    return make_vec_env(lambda: CueEnv(kind, delay=2 if kind == "image" else 4), n_envs=n_envs, seed=seed)
-
-
-POLICY = {"mlp": "MlpLstmPolicy", "image": "CnnLstmPolicy", "dict": "MultiInputLstmPolicy"}
-
-
-def _model(algo, kind="mlp", n_envs=2, seed=0, policy_kwargs=None, **kwargs):
-    kwargs = {"n_steps": 12, **({"batch_size": 12, "n_epochs": 2} if algo is RecurrentPPO else {}), **kwargs}
-    pk = dict(CNN_SMALL if kind == "image" else SMALL, **(policy_kwargs or {}))
-    return algo(POLICY[kind], _env(kind, n_envs, seed), seed=seed, device="cpu", policy_kwargs=pk, **kwargs)
-
-
-class _Count(BaseCallback):
-    def __init__(self, stop_after: int | None = None) -> None:
-        super().__init__()
-        self.steps, self.rollouts, self.stop_after = 0, 0, stop_after
-
-    def _on_rollout_end(self) -> None:
-        self.rollouts += 1
-
-    def _on_step(self) -> bool:
-        self.steps += 1
-        return self.stop_after is None or self.steps < self.stop_after
-
-
-def _collect(model):
-    """One rollout, as learn() would collect it."""
-    callback = _Count()
-    model._setup_learn(10_000, callback)
-    callback.init_callback(model)
-    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
-    return model.rollout_buffer
-
-
-def _replay_diff(model) -> float:
-    """Collect one rollout, then recompute every stored step in train mode from the recorded
-    states and masks; returns the largest difference of log-probability or value."""
-    buffer = _collect(model)
-    model.policy.set_training_mode(True)
-    diff = 0.0
-    with th.no_grad():
-        for data in buffer.get(getattr(model, "batch_size", None)):
-            values, log_prob, _ = model.evaluate_batch(data)
-            diff = max(diff, (log_prob - data.old_log_prob).abs().max().item())
-            diff = max(diff, (values - data.old_values).abs().max().item())
-    return diff
-
-
-# ---------------------------------------------------------------------------------------- chunks
-@pytest.mark.parametrize(
-    ("n_steps", "batch_size"),
-    [(128, 128), (2048, 64), (50, 64), (100, None), (7, 64), (37, 64), (5, None)],
-)
-def test_default_chunk_is_the_whole_rollout(n_steps, batch_size):
-    """Credit reaches as far back as stock sb3-contrib's sequences (up to n_steps): one chunk per rollout,
-    whatever the batch size (the earlier default cut chunks of at most 32 steps)."""
-    assert chunk_lengths(n_steps, None, batch_size) == (n_steps,)
-    model = RecurrentPPO("MlpLstmPolicy", _env("mlp"), n_steps=n_steps, batch_size=batch_size or 64,
-                         policy_kwargs=SMALL)  # fmt: skip
-    assert model.rollout_buffer.chunk_lengths == (n_steps,)
-
-
-def test_chunks_set_by_the_user():
-    assert chunk_lengths(128, 16, 64) == (16,) * 8
-    assert chunk_lengths(16, 32) == (16,), "longer than the rollout: the whole rollout"
-    with pytest.raises(ValueError, match="seq_len=32: expected a positive divisor of n_steps=50"):
-        chunk_lengths(50, 32)
-    with pytest.raises(ValueError, match="batch_size=20: expected a multiple of seq_len=8"):
-        chunk_lengths(32, 8, 20)
-    with pytest.raises(ValueError, match="seq_len=0: expected a positive integer"):
-        chunk_lengths(32, 0)
-    env = _env("mlp")
-    with pytest.raises(ValueError, match="seq_len=32: expected a positive divisor of n_steps=50"):
-        RecurrentPPO("MlpLstmPolicy", env, n_steps=50, seq_len=32)
-
-
-@pytest.mark.parametrize(("n_steps", "batch_size"), [(50, 64), (7, 10), (37, 100), (33, 5)])
-def test_any_n_steps_and_batch_size_learn_and_replay(n_steps, batch_size):
-    model = _model(RecurrentPPO, n_steps=n_steps, batch_size=batch_size, policy_kwargs=dict(cell="gal", dropout=0.3))
-    assert _replay_diff(model) <= 1e-5
-    model.learn(2 * n_steps * 2)
-    assert model.num_timesteps >= 2 * n_steps * 2
-    assert model.logger.name_to_value["train/replay_max_abs_logp_diff"] <= 1e-5
-
-
-def test_minibatches_hold_about_batch_size_steps_of_whole_chunks():
-    model = _model(RecurrentPPO, n_envs=4, n_steps=36, batch_size=24, seq_len=12)
-    buffer = _collect(model)
-    sizes = [(d.episode_starts.shape, d.old_log_prob.shape[0]) for d in buffer.get(24)]
-    assert all(shape == (12, 2) and n == 24 for shape, n in sizes), "24 / 12 = 2 chunks of 12 steps"
-    assert sum(n for _, n in sizes) == 36 * 4, "every step once per epoch"
-    model = _model(RecurrentPPO, n_envs=4, n_steps=37, batch_size=40)  # default: whole rollouts
-    sizes = [d.episode_starts.shape for d in _collect(model).get(40)]
-    assert sizes == [(37, 1)] * 4, "round(40 / 37) = 1 rollout per minibatch"
-
-
-# ---------------------------------------------------------------------------------------- memory stack
-def test_stack_of_lstm_cells_is_nn_lstm():
-    """Two layers of ``lstm`` cells load nn.LSTM(num_layers=2)'s state dict and compute what it
-    computes; with episode starts, what it computes from zeros at each start."""
-    th.manual_seed(0)
-    torch_lstm = th.nn.LSTM(3, 5, num_layers=2)
-    stack = MemoryStack("lstm", 3, 5, n_layers=2)
-    stack.load_state_dict(torch_lstm.state_dict())
-    x = th.randn(7, 4, 3)
-    h0 = (th.randn(2, 4, 5), th.randn(2, 4, 5))
-    out, (h, c) = stack(x, h0)
-    ref, (h_ref, c_ref) = torch_lstm(x, h0)
-    th.testing.assert_close(out, ref)
-    th.testing.assert_close(h, h_ref)
-    th.testing.assert_close(c, c_ref)
-    starts = th.zeros(7, 4)
-    starts[3, 1] = 1
-    out, _ = stack(x, h0, starts)
-    ref_row, _ = torch_lstm(x[3:, 1:2])  # row 1 restarts from zeros at step 3
-    th.testing.assert_close(out[3:, 1:2], ref_row)
-
-
-def test_stack_loads_a_lone_cell_saved_before_stacking():
-    cell = LSTM(3, 5)
-    stack = MemoryStack("lstm", 3, 5)
-    stack.load_state_dict(cell.state_dict())
-    x = th.randn(4, 2, 3)
-    th.testing.assert_close(stack(x)[0], cell(x)[0])
-
-
-@pytest.mark.parametrize("method", list(METHODS))
-@pytest.mark.parametrize("layer_dropout", [0.0, 0.5])
-def test_stack_masks_replay(method, layer_dropout):
-    stack = MemoryStack("lstm", 3, 6, n_layers=3, layer_dropout=layer_dropout, dropout=0.5, dropout_method=method)
-    assert stack.mask_width == 3 * stack.layers[0].mask_width + (2 * 6 if layer_dropout else 0)
-    stack.train()
-    x, starts = th.randn(9, 4, 3), (th.rand(9, 4) < 0.2).float()
-    out, state = stack(x, None, starts)
-    masks = stack.last_masks
-    assert masks.shape == (9, 4, stack.mask_width)
-    again, state_again = stack(x, None, starts, masks)
-    assert th.equal(out, again) and all(th.equal(a, b) for a, b in zip(state, state_again, strict=True))
-    if layer_dropout:
-        between = masks[..., stack.layers[0].mask_width : stack.layers[0].mask_width + 6]
-        assert set(between.unique().tolist()) == {0.0, 2.0}, "nn.LSTM's dropout: 0 or 1/(1-p)"
-    stack.eval()
-    assert stack(x, None, starts)[0] is not None and stack.last_masks is None
-
-
-def test_stack_bad_input():
-    stack = MemoryStack("lstm", 3, 5, n_layers=2)
-    with pytest.raises(ValueError, match=r"hidden: expected \(h, c\), each \(n_layers, batch, hidden_size\) = \(2, 4,"):
-        stack(th.randn(2, 4, 3), (th.zeros(1, 4, 5), th.zeros(1, 4, 5)))
-    with pytest.raises(ValueError, match="masks: this memory has no dropout"):
-        stack(th.randn(2, 4, 3), None, None, th.ones(2, 4, 5))
-    with pytest.raises(ValueError, match="n_lstm_layers=0: expected a positive integer"):
-        MemoryStack("lstm", 3, 5, n_layers=0)
-    with pytest.raises(ValueError, match=r"lstm_kwargs\['dropout'\]=1.0: expected a number in \[0, 1\)"):
-        MemoryStack("lstm", 3, 5, n_layers=2, layer_dropout=1.0)
-
-
-@pytest.mark.parametrize("cell", ["gru-gal", "rnn"])
-def test_h_only_memories_keep_the_h_c_layout(cell):
-    """GRU and RNN memories carry h only; the agents keep sb3-contrib's (h, c) pairs, c passing through
-    as zeros, so that the buffer, predict and save/load are the same for every memory."""
-    stack = MemoryStack(cell, 3, 5, n_layers=2, dropout=0.3)
-    out, (h, c) = stack(th.randn(4, 2, 3), (th.randn(2, 2, 5), th.randn(2, 2, 5)))
-    assert h.shape == c.shape == (2, 2, 5) and not c.any(), "c passes through as zeros"
-    model = _model(RecurrentPPO, policy_kwargs=dict(cell=cell, dropout=0.3, n_lstm_layers=2))
-    assert _replay_diff(model) <= 1e-5
-    model.learn(48)
-    _, state = model.predict(model.env.reset(), None, np.ones(2, dtype=bool))
-    assert state[0].shape == state[1].shape == (2, 2, 8) and not state[1].any()
 
 
 # ---------------------------------------------------------------------------------------- policies
@@ -506,30 +324,3 @@ def test_dict_policy_learns_a_memory_task_with_stacked_layers():
     pk = dict(cell="gal", dropout=0.1, n_lstm_layers=2, lstm_kwargs=dict(dropout=0.1), lstm_hidden_size=32,
               net_arch=dict(pi=[32], vf=[32]))  # fmt: skip
     assert _learn_cue("dict", pk, 12288) >= 0.95
-
-
-@pytest.mark.parametrize("name", ["lstm", "ln", "gru", "rnn"])
-@pytest.mark.parametrize("kernel_mode", ["auto", "0"])
-def test_stack_keeps_a_nan_in_its_episode(monkeypatch, name, kernel_mode):
-    """A NaN input poisons both layers' state of its row until that row's next episode start, no further;
-    with 0.5 between-layer dropout replayed, in the collection's one-step calls and in a sequence call."""
-    from rl_lstm import kernel
-
-    monkeypatch.setenv(kernel.ENV, kernel_mode)
-    stack = MemoryStack(name, 3, 4, n_layers=2, layer_dropout=0.5)
-    x = th.randn(24, 2, 3)
-    starts = th.zeros(24, 2)
-    starts[0] = 1
-    starts[10, 0] = 1
-    clean, _ = stack(x, None, starts)
-    masks = stack.last_masks
-    x[3, 0, 0] = float("nan")
-    out, _ = stack(x, None, starts, masks)
-    state, steps = None, []
-    for t in range(24):
-        o, state = stack(x[t : t + 1], state, starts[t : t + 1], masks[t : t + 1])
-        steps.append(o)
-    for got in (out, th.cat(steps)):
-        assert got[3:10, 0].isnan().all()
-        th.testing.assert_close(got[10:, 0], clean[10:, 0], atol=1e-5, rtol=0)
-        th.testing.assert_close(got[:, 1], clean[:, 1], atol=1e-5, rtol=0)

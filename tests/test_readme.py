@@ -1,7 +1,7 @@
 """The README is executable: every command and code block in it runs, with a tiny budget substituted.
 
 The Quick start's installs are what CI itself runs; its training command runs here at a tiny budget. The
-Ray section needs a cluster and is left to tests/test_bench_memory_ray.py.
+Ray section needs a cluster and is left to tests/test_sweep_ray.py.
 """
 
 from __future__ import annotations
