@@ -47,13 +47,14 @@ class FFM(LinearRecurrence):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        dropout: float = 0.0,
-        dropout_method: str | None = None,
+        dropout: float | None = None,
+        dropout_method: str = "pytorch",
         context_size: int | None = None,
         min_period: float = 1.0,
         max_period: float = 1024.0,
+        batch_first: bool = False,
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout, dropout_method)
+        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
         if context_size is None:  # the authors' 4 where it divides hidden_size, else the largest divisor below
             context_size = next(k for k in (4, 3, 2, 1) if self.hidden_size % k == 0)
         self.context_size = check_size("context_size", context_size)

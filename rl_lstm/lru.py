@@ -45,13 +45,14 @@ class LRU(LinearRecurrence):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        dropout: float = 0.0,
-        dropout_method: str | None = None,
+        dropout: float | None = None,
+        dropout_method: str = "pytorch",
         r_min: float = 0.0,
         r_max: float = 1.0,
         max_phase: float = 2 * math.pi,
+        batch_first: bool = False,
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout, dropout_method)
+        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
         if not (isinstance(r_min, (int, float)) and isinstance(r_max, (int, float)) and 0 <= r_min < r_max <= 1):
             raise ValueError(f"r_min={r_min!r}, r_max={r_max!r}: expected 0 <= r_min < r_max <= 1")
         if not (isinstance(max_phase, (int, float)) and max_phase > 0):

@@ -26,10 +26,11 @@ class _MinRNN(LinearRecurrence):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        dropout: float = 0.0,
-        dropout_method: str | None = None,
+        dropout: float | None = None,
+        dropout_method: str = "pytorch",
+        batch_first: bool = False,
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout, dropout_method)
+        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
         rows = self.gates * self.hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, self.input_size))
         self.bias_ih = nn.Parameter(torch.empty(rows)) if self.bias else None
