@@ -28,7 +28,7 @@ SelfLayer = TypeVar("SelfLayer", bound="RecurrentLayer")
 #: The ways a call can run (:meth:`RecurrentLayer.execution_path`): the compiled chunk kernel; torch's fused
 #: kernels over whole stretches (then the output masks); torch's fused cell step by step, then the masks
 #: that act on a finished step (``cells``); the blocked parallel scan of a linear recurrence; the step loop.
-Path = Literal["kernel", "fused", "cells", "scan", "steps"]
+ExecutionPath = Literal["kernel", "fused", "cells", "scan", "steps"]
 #: Where a dropout site's masks act (:attr:`RecurrentLayer.mask_stages`): inside a step's math (only the
 #: step loop computes it), on the carried state after a step (``_after_step``), or on the output only.
 Stage = Literal["step", "after_step", "output"]
@@ -382,7 +382,7 @@ class RecurrentLayer(nn.Module):
             return output, None
         return output, (h.unsqueeze(0) if c is None else (h.unsqueeze(0), c.unsqueeze(0)))
 
-    def execution_path(self, x: Tensor, masks: Tensor | None) -> Path:
+    def execution_path(self, x: Tensor, masks: Tensor | None) -> ExecutionPath:
         """Which path runs a call on ``x`` (T, B, I) with ``masks`` (or None), from the class's facts:
 
         - ``'kernel'``: the compiled chunk kernel, for a :attr:`compiled` class where it can run
