@@ -45,7 +45,7 @@ class GRU(HiddenStateLayer):
         n = torch.addcmul(xw[:, two:], r, hw[:, two:]).tanh()
         if m is not None and self.mask_spec.site == "candidate":
             n = n * m
-        return self._after_step(h, torch.lerp(n, h, z), m)  # (1 - z) * n + z * h
+        return self._after_step(h, None, torch.lerp(n, h, z), None, m)  # (1 - z) * n + z * h
 
     def _cell(self, x: Tensor, h: Tensor, c: None = None) -> tuple[Tensor, None]:
         return torch.gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh), None

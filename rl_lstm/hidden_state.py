@@ -1,15 +1,15 @@
-"""The layer shared by the memories that carry h only (the GRU and the tanh RNN): the masks that
-act on a finished step and the choice between fused kernels and the step loop."""
+"""The layer shared by the memories that carry h only (the GRU and the tanh RNN): where their masks act
+and the masks that act on a finished step."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from rl_lstm.base import TorchParameters
-from rl_lstm.segments import run_fused, step_loop
+from rl_lstm.base import Stage, TorchParameters
 
 
 class HiddenStateLayer(TorchParameters):
@@ -31,22 +31,21 @@ class HiddenStateLayer(TorchParameters):
     """
 
     state_names: ClassVar[tuple[str, ...]] = ("h",)
-    #: Use PyTorch's fused kernels where the math allows (False: the step-by-step loop, the reference).
-    fused = True
-
-    def _cell(self, x: Tensor, h: Tensor, c: None = None) -> tuple[Tensor, None]:
-        """One step of torch's fused cell from the raw input ``x`` (B, I): the new h and None."""
-        raise NotImplementedError
-
-    def _kernel(self, x: Tensor, h: Tensor, c: None = None) -> tuple[Tensor, Tensor, None]:
-        """torch's fused sequence kernel over ``x`` (T, B, I) from ``h`` (B, H): output, h, None."""
-        raise NotImplementedError
+    torch_kernel = True
+    torch_cell = True
+    #: Gal's mask enters the step (``W_hh (h * m)``) as Semeniuta's does (on the candidate); zoneout acts
+    #: on the h a finished step carries; the 'pytorch' mask on the output only.
+    mask_stages: ClassVar[Mapping[str, Stage]] = {
+        "hidden": "step", "candidate": "step", "zoneout": "after_step", "output": "output",
+    }  # fmt: skip
 
     def _recurrent_input(self, h: Tensor, m: Tensor | None) -> Tensor:
         """h as the step's recurrent weights see it: Gal's mask drops it there."""
         return h * m if m is not None and self.mask_spec.site == "hidden" else h
 
-    def _after_step(self, h: Tensor, h_new: Tensor, m: Tensor | None) -> tuple[Tensor, None, Tensor]:
+    def _after_step(
+        self, h: Tensor, c: None, h_new: Tensor, c_new: None, m: Tensor | None
+    ) -> tuple[Tensor, None, Tensor]:
         """The masks that act on a finished step: zoneout, and Gal's or the output mask on the output."""
         site = self.mask_spec.site
         if site == "zoneout" and self.dropout > 0.0:
@@ -56,17 +55,3 @@ class HiddenStateLayer(TorchParameters):
         if m is not None and site in ("hidden", "output"):
             return h_new, None, h_new * m
         return h_new, None, h_new
-
-    def _cell_step(self, x: Tensor, h: Tensor, c: None, m: Tensor | None) -> tuple[Tensor, None, Tensor]:
-        h_new, _ = self._cell(x, h)
-        return self._after_step(h, h_new, m)
-
-    def _run(self, x: Tensor, h: Tensor, c: None, starts: Tensor | None, masks: Tensor | None, need_state=True):
-        site = self.mask_spec.site
-        if not self.fused or masks is not None and site in ("hidden", "candidate"):
-            return super()._run(x, h, c, starts, masks)  # the mask sits inside the step's math
-        if site == "zoneout" and self.dropout > 0.0:
-            return step_loop(self._cell_step, x, h, c, starts, masks)  # the fused cell, then zoneout
-        # The carried state is the torch module's: fused kernels, then the output mask.
-        out, h, c = run_fused(self._cell, self._kernel, x, h, c, starts, need_state)
-        return (out if masks is None else out * masks), h, c

@@ -32,13 +32,12 @@ import time
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from rl_lstm.lstm import LSTM
+from rl_lstm.masks import MaskSpec
 
 ENV = "RL_LSTM_KERNEL"
 MODES = ("auto", "0", "1")
@@ -50,6 +49,22 @@ GEMM_MODES = ("auto", "avx512", "avx2", "blas")
 DTYPES = (torch.float32, torch.float64)
 #: The mask sites the kernel knows (``rl_lstm.masks.MaskSpec.site``), numbered as in the C++ source.
 SITES = {"output": 1, "hidden": 2, "cell": 3, "candidate": 4, "zoneout": 5}
+
+
+class KernelCell(Protocol):
+    """What :func:`run` reads of a cell (``rl_lstm.lstm.LSTM`` and its subclasses): nn.LSTM-shaped
+    parameters, the dropout site and probability, and the layer norms."""
+
+    hidden_size: int
+    dropout: float
+    mask_spec: MaskSpec
+    weight_ih: Tensor
+    weight_hh: Tensor
+    bias_ih: Tensor | None
+    bias_hh: Tensor | None
+
+    def kernel_norms(self) -> tuple[list[Tensor | None], float, float]: ...
+
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -179,7 +194,7 @@ def use(x: Tensor) -> bool:
 
 
 def run(
-    cell: LSTM, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None
+    cell: KernelCell, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """A cell's ``_run`` on the kernel: ``x`` (T, B, I), ``h``/``c`` (B, H), ``starts`` bool (T, B) or
     None, ``masks`` (T, B, mask_width) or None -> output (T, B, H), h, c."""
@@ -188,7 +203,7 @@ def run(
         # The expectation: each unit p of the way back to its previous value (a stride-0 mask).
         masks = x.new_full((1, 1, 2 * cell.hidden_size), cell.dropout).expand(x.shape[0], x.shape[1], -1)
     code = 0 if masks is None else SITES[site]
-    norms, eps_pre, eps_c = cell._kernel_norms()
+    norms, eps_pre, eps_c = cell.kernel_norms()
     module = _module if _module is not None else load()
     out, h, c = module.lstm_chunk(
         x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, *norms, masks, starts, code, eps_pre, eps_c

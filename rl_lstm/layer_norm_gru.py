@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from rl_lstm.base import RecurrentLayer
 from rl_lstm.gru import GRU
 from rl_lstm.layer_norm import LayerNorm
 
@@ -27,6 +26,9 @@ class LayerNormGRU(GRU):
     """
 
     torch_equivalent = False
+    # No fused kernel computes this math: always the step loop.
+    torch_kernel = False
+    torch_cell = False
 
     def __init__(
         self,
@@ -53,10 +55,6 @@ class LayerNormGRU(GRU):
     def _project_hidden(self, h: Tensor) -> Tensor:
         hw = self.ln_hh(F.linear(h, self.weight_hh))
         return hw if not self.bias else hw + self.bias_hh
-
-    def _run(self, x: Tensor, h: Tensor, c: None, starts: Tensor | None, masks: Tensor | None, need_state=True):
-        # No fused kernel computes this math: always the step loop.
-        return RecurrentLayer._run(self, x, h, c, starts, masks)
 
 
 class LayerNormGalGRU(LayerNormGRU):

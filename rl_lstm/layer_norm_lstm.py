@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from rl_lstm.base import RecurrentLayer
 from rl_lstm.layer_norm import LayerNorm
 from rl_lstm.lstm import LSTM
 
@@ -24,6 +23,9 @@ class LayerNormLSTM(LSTM):
 
     torch_equivalent = False
     relative_cost = 1.4
+    # No PyTorch fused kernel computes this math: the compiled kernel, else the step loop.
+    torch_kernel = False
+    torch_cell = False
 
     def __init__(
         self,
@@ -63,16 +65,12 @@ class LayerNormLSTM(LSTM):
     def _normalize_cell(self, c: Tensor) -> Tensor:
         return self.ln_c(c)
 
-    def _kernel_norms(self) -> tuple[list[Tensor | None], float, float]:
+    def kernel_norms(self) -> tuple[list[Tensor | None], float, float]:
         if not self.ln_preact:
             return [None] * 4 + [self.ln_c.weight, self.ln_c.bias], 0.0, self.ln_c.epsilon
         norms = [self.ln_ih.weight, self.ln_ih.bias, self.ln_hh.weight, self.ln_hh.bias]
         # ln_ih and ln_hh are built with the same (default) epsilon: the kernel takes one for both.
         return [*norms, self.ln_c.weight, self.ln_c.bias], self.ln_ih.epsilon, self.ln_c.epsilon
-
-    def _python_run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state):
-        # No PyTorch fused kernel computes this math: the step loop.
-        return RecurrentLayer._run(self, x, h, c, starts, masks)
 
 
 class LayerNormGalLSTM(LayerNormLSTM):

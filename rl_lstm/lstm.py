@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rl_lstm import kernel
-from rl_lstm.base import LSTMParameters
-from rl_lstm.segments import reset_rows, run_pieces, run_segments, step_loop
+from rl_lstm.base import LSTMParameters, Stage
 
 
 class LSTM(LSTMParameters):
@@ -26,6 +27,13 @@ class LSTM(LSTMParameters):
     """
 
     compiled = True
+    torch_kernel = True
+    torch_cell = True
+    #: Semeniuta's mask (on g) and Moon's (on c, before tanh) act inside the step; Gal's (on h) and
+    #: zoneout on the state a finished step carries; the 'pytorch' mask on the output only.
+    mask_stages: ClassVar[Mapping[str, Stage]] = {
+        "candidate": "step", "cell": "step", "hidden": "after_step", "zoneout": "after_step", "output": "output",
+    }  # fmt: skip
 
     def _project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih, self._bias())
@@ -71,62 +79,21 @@ class LSTM(LSTMParameters):
             return h_new, c_new, h_new * m
         return h_new, c_new, h_new
 
-    def _lstm_cell(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    def _cell(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         return torch.lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
-    def _fused(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _kernel(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         out, h, c = torch._VF.lstm(
             x, (h.unsqueeze(0), c.unsqueeze(0)), self.torch_parameters(),
             self.bias, 1, 0.0, self.training, False, False,
         )  # fmt: skip
         return out, h[0], c[0]
 
-    #: Use the compiled kernel or PyTorch's fused kernels where they can run (False on an instance: the
-    #: step-by-step loop, the reference).
-    fused = True
-
-    def _kernel_norms(self) -> tuple[list[Tensor | None], float, float]:
-        """The layer norms for :func:`rl_lstm.kernel.run`: the gains and biases of the input, hidden
-        and cell norms (None where there is none), and the pre-activation and cell epsilons."""
+    def kernel_norms(self) -> tuple[list[Tensor | None], float, float]:
+        """The layer norms as the compiled kernel (:func:`rl_lstm.kernel.run`) takes them: the gains and
+        biases of the input, hidden and cell norms (None where there is none), and the pre-activation and
+        cell epsilons."""
         return [None] * 6, 0.0, 0.0
-
-    def _run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state=True):
-        if self.fused and kernel.use(x):
-            return kernel.run(self, x, h, c, starts, masks)
-        return self._python_run(x, h, c, starts, masks, need_state)
-
-    def _python_run(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None, need_state):
-        """The calls the compiled kernel does not take: PyTorch's fused kernels where the math allows."""
-        site = self.mask_spec.site
-        if not self.fused or site in ("cell", "candidate") and masks is not None:
-            return super()._run(x, h, c, starts, masks)  # the mask sits inside the step's math
-        if site == "output" or masks is None and site != "zoneout" or self.dropout == 0.0:
-            # The carried state is nn.LSTM's: fused kernels, then the output mask.
-            if x.shape[0] == 1:
-                if starts is not None:
-                    h, c = reset_rows(h, c, starts[0].unsqueeze(-1))
-                (x_0,) = x.unbind(0)  # not x[0]: a traced call then refuses another seq_len
-                h, c = self._lstm_cell(x_0, h, c)
-                out = h.unsqueeze(0)
-            elif starts is None:
-                out, h, c = self._fused(x, h, c)
-            elif not need_state:
-                out, h, c = run_pieces(self._fused, x, h, c, starts), None, None
-            elif int(starts.any(1).sum()) > x.shape[0] // 16:
-                return self._cell_loop(x, h, c, starts, masks)  # many stretches: one fused call each costs more
-            else:
-                out, h, c = run_segments(self._fused, x, h, c, starts)
-            return (out if masks is None else out * masks), h, c
-        return self._cell_loop(x, h, c, starts, masks)
-
-    def _cell_loop(self, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None):
-        """A ``torch.lstm_cell`` per step, then the masks that act on a finished step (Gal, zoneout,
-        output)."""
-        return step_loop(self._cell_step, x, h, c, starts, masks)
-
-    def _cell_step(self, x: Tensor, h: Tensor, c: Tensor, m: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        h_new, c_new = self._lstm_cell(x, h, c)
-        return self._after_step(h, c, h_new, c_new, m)
 
 
 class GalLSTM(LSTM):

@@ -34,7 +34,7 @@ class RNN(HiddenStateLayer):
         h_new = torch.addmm(xw, self._recurrent_input(h, m), self.weight_hh.t())
         if self.bias:
             h_new = h_new + self.bias_hh
-        return self._after_step(h, h_new.tanh(), m)
+        return self._after_step(h, None, h_new.tanh(), None, m)
 
     def _cell(self, x: Tensor, h: Tensor, c: None = None) -> tuple[Tensor, None]:
         return torch.rnn_tanh_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh), None

@@ -17,6 +17,7 @@ multiplying with 0, so a NaN or inf in one episode cannot reach the next.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import ClassVar
 
 import torch
@@ -174,8 +175,8 @@ class LinearRecurrence(RecurrentLayer):
     computed from the input alone, and whose output is read from ``s_t`` (and the input) step by
     step. Subclasses give the coefficients (:meth:`_coefficients`) and the read-out
     (:meth:`_readout`), both for a whole chunk at once; the layer runs the recurrence one step at
-    a time when ``T == 1`` (collection, export: real arithmetic only) or when :attr:`parallel` is
-    False (the reference), else as the blocked scan of :func:`linear_scan`.
+    a time when ``T == 1`` (collection, export: real arithmetic only) or when :attr:`fused` is
+    False (the reference), else as the blocked scan of :func:`linear_scan` (class fact :attr:`scan`).
 
     A real state is carried as ``h`` (``state_names ("h",)``); a complex state of N units as
     ``(h, c)`` = (real part, imaginary part), each ``(1, batch, N)``, so the agents' ``(h, c)``
@@ -198,8 +199,18 @@ class LinearRecurrence(RecurrentLayer):
     torch_module: ClassVar[type[nn.RNNBase]] = nn.GRU  # the speed benchmark's yardstick: torch.gru_cell
     torch_equivalent = False
     dropout_methods: ClassVar[tuple[str, ...]] = ("pytorch", "moon", "semeniuta", "zoneout")
-    #: Run chunks of more than one step as the blocked parallel scan (False: the step loop, the reference).
-    parallel = True
+    scan = True
+
+    @property
+    def parallel(self) -> bool:
+        """Deprecated alias of :attr:`fused`, the one switch of every cell (False: the step loop)."""
+        _warn_parallel()
+        return self.fused
+
+    @parallel.setter
+    def parallel(self, value: bool) -> None:
+        _warn_parallel()
+        self.fused = value
 
     def _coefficients(self, x: Tensor, masks: Tensor | None) -> tuple[Parts, Parts, object]:
         """``a`` and ``b`` as parts ``(T, B, N)`` (``a`` may broadcast) from ``x`` (T, B, I), and
@@ -227,22 +238,22 @@ class LinearRecurrence(RecurrentLayer):
     def _output_mask(self, out: Tensor, masks: Tensor | None) -> Tensor:
         return out * masks if masks is not None and self.mask_spec.site == "output" else out
 
-    def _run(
-        self,
-        x: Tensor,
-        h: Tensor,
-        c: Tensor | None,
-        starts: Tensor | None,
-        masks: Tensor | None,
-        need_state: bool = True,
+    def _run_steps(
+        self, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, masks: Tensor | None, need_state
     ):
+        return self._recurrence(step_loop, x, h, c, starts, masks, need_state)
+
+    def _run_scan(
+        self, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, masks: Tensor | None, need_state
+    ):
+        return self._recurrence(parallel_scan, x, h, c, starts, masks, need_state)
+
+    def _recurrence(self, solve, x: Tensor, h: Tensor, c: Tensor | None, starts, masks, need_state: bool):
+        """The coefficients, the states by ``solve`` (:func:`step_loop` or :func:`parallel_scan`), the read-out."""
         a, b, ctx = self._coefficients(x, masks)
         a, b = self._mask_coefficients(a, b, masks)
         s0 = (h,) if c is None else (h, c)
-        if x.shape[0] == 1 or not self.parallel:
-            s = step_loop(a, b, s0, starts)
-        else:
-            s = parallel_scan(a, b, s0, starts)
+        s = solve(a, b, s0, starts)
         out = self._readout(s, ctx, masks)
         if not need_state:
             return out, None, None
@@ -251,3 +262,12 @@ class LinearRecurrence(RecurrentLayer):
     def torch_parameters(self) -> list[Tensor]:
         kind = self.torch_module.__name__
         raise TypeError(f"{type(self).__name__} is a linear recurrence; it has no nn.{kind} equivalent")
+
+
+def _warn_parallel() -> None:
+    warnings.warn(
+        "LinearRecurrence.parallel is deprecated: use fused, the switch every cell shares (False: the step "
+        "loop, the reference)",
+        DeprecationWarning,
+        stacklevel=3,
+    )

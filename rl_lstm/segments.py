@@ -140,7 +140,13 @@ Cell = Callable[[Tensor, Tensor, "Tensor | None"], tuple[Tensor, "Tensor | None"
 
 
 def run_fused(
-    cell: Cell, kernel: Kernel, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, need_state: bool
+    cell: Cell | None,
+    kernel: Kernel,
+    x: Tensor,
+    h: Tensor,
+    c: Tensor | None,
+    starts: Tensor | None,
+    need_state: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Run a memory whose masks leave the carried state alone on fused kernels: ``cell``
     ``(x_t, h, c) -> (h, c)`` for one step (the output is h), ``kernel`` over whole stretches.
@@ -148,8 +154,14 @@ def run_fused(
     One step: one cell call. Without episode starts: one kernel call. When the final state is not
     wanted: :func:`run_pieces`. With many stretches (more than one start per 16 steps), where one
     kernel call each costs more than it saves: the cell step by step. Otherwise :func:`run_segments`.
+    Without a one-step ``cell`` (None): the kernel once per stretch (:func:`run_segments`), or over the
+    pieces when the final state is not wanted.
     Returns the output (T, B, H) and the final h, c (None when ``need_state`` is False).
     """
+    if cell is None:
+        if need_state or starts is None:
+            return run_segments(kernel, x, h, c, starts)
+        return run_pieces(kernel, x, h, c, starts), None, None
     if x.shape[0] == 1:
         if starts is not None:
             h, c = reset_rows(h, c, starts[0].unsqueeze(-1))

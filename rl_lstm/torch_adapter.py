@@ -3,12 +3,12 @@ benchmarks."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from torch import Tensor, nn
 
-from rl_lstm.base import RecurrentLayer
-from rl_lstm.segments import run_pieces, run_segments
+from rl_lstm.base import RecurrentLayer, Stage
 
 
 class TorchModuleLayer(RecurrentLayer):
@@ -22,6 +22,10 @@ class TorchModuleLayer(RecurrentLayer):
     """
 
     dropout_methods = ("pytorch",)
+    # The module's sequence kernel runs every call (once per stretch), the mask on its output.
+    torch_kernel = True
+    step_math = False
+    mask_stages: ClassVar[Mapping[str, Stage]] = {"output": "output"}
     #: The attribute holding the module (its parameters' names in a state dict follow it).
     module_name: ClassVar[str]
 
@@ -46,22 +50,13 @@ class TorchModuleLayer(RecurrentLayer):
     bias_ih = property(lambda self: self.module.bias_ih_l0 if self.bias else None)
     bias_hh = property(lambda self: self.module.bias_hh_l0 if self.bias else None)
 
-    def _module_run(self, x: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _kernel(self, x: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         """The module over ``x`` (T, B, I) from ``h``/``c`` (B, H); ``c`` is None for h-only modules."""
         if c is None:
             out, h = self.module(x, h.unsqueeze(0))
             return out, h[0], None
         out, (h, c) = self.module(x, (h.unsqueeze(0), c.unsqueeze(0)))
         return out, h[0], c[0]
-
-    def _run(
-        self, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, masks: Tensor | None, need_state=True
-    ):
-        if need_state or starts is None:
-            out, h, c = run_segments(self._module_run, x, h, c, starts)
-        else:
-            out, h, c = run_pieces(self._module_run, x, h, c, starts), None, None
-        return (out if masks is None else out * masks), h, c
 
 
 class TorchLSTM(TorchModuleLayer):

@@ -11,13 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import rl_lstm.base
-import rl_lstm.hidden_state
-import rl_lstm.lstm
+import rl_lstm.scan
 import rl_lstm.segments
-import rl_lstm.torch_adapter
 from rl_lstm import CELLS, METHODS, LayerNorm, RecurrentLayer, kernel, make_cell
 from rl_lstm.registry import cell_class
-from rl_lstm.torch_adapter import TorchModuleLayer
 
 NAMES = list(CELLS)
 DROPOUT_NAMES = [n for n in NAMES if n not in ("nn", "slow", "nn-gru")]  # not the torch adapters, not the pedagogic
@@ -434,42 +431,61 @@ def test_bad_forward_arguments(name):
 # ---------------------------------------------------------------- fast paths
 def _spy_paths(monkeypatch) -> Counter:
     """Count the calls of each way a cell can run a sequence: the compiled kernel, torch's sequence
-    kernels once per stretch (segments) or once over the padded pieces (pieces), the step loop (steps)."""
+    kernels once per stretch (segments) or once over the padded pieces (pieces), torch's fused cell step
+    by step (cells), the parallel scan of a linear recurrence (scan), the step loop (steps)."""
     ran: Counter = Counter()
 
     def counting(function, label):
         def wrapper(*args, **kwargs):
-            ran[label] += 1
+            step = getattr(args[0], "__name__", "") if args else ""
+            ran["cells" if label == "steps" and step in ("_cell_step", "step") else label] += 1
             return function(*args, **kwargs)
 
         return wrapper
 
-    for module in (rl_lstm.base, rl_lstm.lstm, rl_lstm.segments, rl_lstm.hidden_state, rl_lstm.torch_adapter):
-        for function, label in (("run_segments", "segments"), ("run_pieces", "pieces"), ("step_loop", "steps")):
+    modules = (rl_lstm.base, rl_lstm.segments, rl_lstm.scan)
+    for module in modules:
+        for function, label in (
+            ("run_segments", "segments"), ("run_pieces", "pieces"), ("step_loop", "steps"), ("parallel_scan", "scan"),
+        ):  # fmt: skip
             if hasattr(module, function):
                 monkeypatch.setattr(module, function, counting(getattr(module, function), label))
     monkeypatch.setattr(kernel, "run", counting(kernel.run, "kernel"))
     return ran
 
 
-def _expected_path(name: str, kernel_mode: str, need_state: bool) -> str:
-    """The path a whole-sequence call with a few episode starts and output masks should take."""
+def _expected_path(name: str, kernel_mode: str, need_state: bool, fused: bool) -> str:
+    """The path a whole-sequence call with a few episode starts and masks (dropout 0.5, the class's
+    method) should take, from the class's facts."""
     cls = cell_class(name)
-    if kernel_mode == "auto" and cls.compiled and kernel.load() is not None:
+    fast = fused or not cls.step_math  # a thin adapter over a torch module has no step loop of its own
+    stage = cls.mask_stages.get(METHODS[cls.method].site, "step")
+    if fast and kernel_mode == "auto" and cls.compiled and kernel.load() is not None:
         return "kernel"
-    fused = issubclass(cls, TorchModuleLayer) or (hasattr(cls, "fused") and cls.torch_equivalent)
-    if fused and cls.method == "pytorch":  # torch's own math, the mask on the output only
+    if fast and cls.scan:
+        return "scan"
+    if fast and cls.torch_kernel and stage == "output":  # torch's own math, the mask on the output only
         return "segments" if need_state else "pieces"
+    if fast and cls.torch_cell and stage == "after_step":
+        return "cells"
     return "steps"
+
+
+#: What :meth:`RecurrentLayer.execution_path` calls each path the spies see.
+PATH_OF = {
+    "kernel": "kernel", "segments": "fused", "pieces": "fused", "cells": "cells", "scan": "scan", "steps": "steps",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("need_state", [True, False])
 @pytest.mark.parametrize("kernel_mode", ["auto", "0"])
-def test_fast_sequence_path_gradients_equal_step_by_step(monkeypatch, name, need_state, kernel_mode):
-    """The whole-sequence call (the compiled kernel; else torch's fused kernels once per stretch, or once
-    over the padded pieces when the final state is not wanted) gives the outputs and gradients of the
-    step-at-a-time path, in float64, with episode starts inside the sequences; and that path ran."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_each_path_runs_where_its_facts_say_and_equals_the_step_loop(monkeypatch, name, need_state, kernel_mode, fused):
+    """Every path a cell can take (the compiled kernel on or off, the reference switch ``fused`` on or
+    off): the path its class facts choose runs (and no other fast path), and its outputs, final state and
+    gradients equal the step loop's (``fused = False``) and those of one call per step, in float64, with
+    episode starts inside the sequences."""
     monkeypatch.setenv(kernel.ENV, kernel_mode)
     ran = _spy_paths(monkeypatch)
     cell = make_cell(name, 3, 5, dropout=0.5).double()
@@ -483,14 +499,30 @@ def test_fast_sequence_path_gradients_equal_step_by_step(monkeypatch, name, need
 
     def grads(out):
         params = [x, *cell.parameters()]
-        return torch.autograd.grad((out * weights).sum(), params)
+        return torch.autograd.grad((out * weights).sum(), params, retain_graph=True)
 
+    cell.fused = fused
+    expected = _expected_path(name, kernel_mode, need_state, fused)
+    assert cell.execution_path(x, masks) == PATH_OF[expected]
     ran.clear()
     out, state = cell(x, hidden, starts, masks, need_state=need_state)
-    expected = _expected_path(name, kernel_mode, need_state)
     assert ran[expected] >= 1, f"expected the {expected} path, ran {dict(ran)}"
-    assert not ({"kernel", "segments", "pieces"} - {expected}) & set(ran), f"ran {dict(ran)}"
+    assert not ({"kernel", "segments", "pieces", "cells", "scan"} - {expected}) & set(ran), f"ran {dict(ran)}"
     assert (state is None) != need_state
+    if cell.step_math:
+        cell.fused = False  # the reference
+        ran.clear()
+        ref, ref_state = cell(x, hidden, starts, masks)
+        assert set(ran) == {"steps"}, f"the reference ran {dict(ran)}"
+        if expected == "steps":
+            assert torch.equal(out, ref)
+        torch.testing.assert_close(out, ref)
+        for g, g_ref in zip(grads(out), grads(ref), strict=True):
+            torch.testing.assert_close(g, g_ref)
+        if need_state:
+            for part, ref_part in zip(_parts(state), _parts(ref_state), strict=True):
+                torch.testing.assert_close(part, ref_part)
+        cell.fused = fused
     steps, s = [], hidden
     for t in range(32):
         o, s = cell(x[t : t + 1], s, starts[t : t + 1], masks[t : t + 1])
@@ -504,13 +536,13 @@ def test_fast_sequence_path_gradients_equal_step_by_step(monkeypatch, name, need
             torch.testing.assert_close(part, ref_part)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if hasattr(cell_class(n), "fused")])
+@pytest.mark.parametrize("name", [n for n in NAMES if cell_class(n).step_math])
 @pytest.mark.parametrize("starts_at", ["dense", "sparse", "none"])
 @pytest.mark.parametrize("training", [True, False])
 def test_unfused_cell_is_the_same_function(name, starts_at, training):
-    """The fused kernels (torch.lstm_cell, torch.gru_cell, torch.rnn_tanh_cell, the sequence
-    kernels between episode starts) compute the cell's own step math, the Python step loop of
-    ``fused = False``: the same outputs, final state and gradients, in float64."""
+    """The fast paths (the compiled kernel, torch.lstm_cell, torch.gru_cell, torch.rnn_tanh_cell, the
+    sequence kernels between episode starts, the parallel scan) compute the cell's own step math, the
+    Python step loop of ``fused = False``: the same outputs, final state and gradients, in float64."""
     cell = make_cell(name, 3, 5, dropout=0.5).double().train(training)
     x = torch.randn(32, 3, 3, dtype=torch.float64, requires_grad=True)
     hidden = _states(name, 3, 5, torch.float64)

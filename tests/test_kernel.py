@@ -8,13 +8,17 @@ only the first run of this file pays for the compile.
 
 from __future__ import annotations
 
+import ast
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
+import rl_lstm.lstm
 from rl_lstm import CELLS, kernel, make_cell
+from rl_lstm.layer_norm_lstm import LayerNormLSTM
 from rl_lstm.registry import cell_class
 
 COMPILED = [name for name in CELLS if cell_class(name).compiled]
@@ -400,3 +404,32 @@ def test_a_clone_loads_the_build_without_compiling(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0] == kernel.load().__file__
     assert "compiled in" not in done.stderr and "compiling" not in done.stderr, done.stderr
+
+
+def _imported_project_modules(module: str) -> set[str]:
+    """The ``rl_lstm`` modules ``module`` imports anywhere in its text: at the top, inside functions and
+    under ``TYPE_CHECKING`` (a late import hides a dependency, it does not remove it)."""
+    root = Path(__file__).resolve().parents[1]
+    tree = ast.parse((root / (module.replace(".", "/") + ".py")).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        found |= {n for n in names if (root / (n.replace(".", "/") + ".py")).exists()}
+    return found
+
+
+def test_kernel_imports_no_cell_module():
+    """The kernel depends on no cell module, not even for type checking: the layer that dispatches to it
+    (rl_lstm.base) and the LSTM import it, so any such import would close a cycle. It reads what it needs of
+    a cell through the public ``KernelCell`` protocol (``kernel_norms()`` for the layer norms)."""
+    seen, todo = set(), ["rl_lstm.kernel"]
+    while todo:
+        for imported in _imported_project_modules(todo.pop()) - seen:
+            seen.add(imported)
+            todo.append(imported)
+    assert not seen & {"rl_lstm.kernel", "rl_lstm.base", "rl_lstm.lstm", "rl_lstm.layer_norm_lstm"}, sorted(seen)
+    assert callable(rl_lstm.lstm.LSTM.kernel_norms) and callable(LayerNormLSTM.kernel_norms)

@@ -57,15 +57,15 @@ def test_scan_equals_step_loop_with_gradients(name, method, seq_len):
     cell(x.detach(), state if len(state) == 2 else state[0], starts)
     masks = cell.last_masks
 
-    def run(parallel: bool):
-        cell.parallel = parallel
+    def run(fused: bool):
+        cell.fused = fused
         out, final = cell(x, state if len(state) == 2 else state[0], starts, masks)
         loss = (out * weights).sum() + sum((p * p).sum() for p in _parts(final))
         grads = torch.autograd.grad(loss, [x, *state, *cell.parameters()])
         return out, _parts(final), grads
 
     fast, slow = run(True), run(False)
-    cell.parallel = True
+    cell.fused = True
     for a, b in zip(fast, slow, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
@@ -107,11 +107,11 @@ def test_long_chunk_float32_matches_step_loop(complex_):
 
 
 @pytest.mark.parametrize("name", SCAN_NAMES)
-@pytest.mark.parametrize("parallel", [True, False])
-def test_nan_does_not_cross_an_episode_start(name, parallel):
+@pytest.mark.parametrize("fused", [True, False])
+def test_nan_does_not_cross_an_episode_start(name, fused):
     """A NaN input in one episode leaves the next episode of that row (and the other rows) exact."""
     cell = make_cell(name, 3, 8)
-    cell.parallel = parallel
+    cell.fused = fused
     x = torch.randn(20, 2, 3)
     x[4, 0] = float("nan")
     starts = torch.zeros(20, 2)
@@ -222,3 +222,18 @@ def test_complex_state_survives_save_and_load(name, tmp_path):
         starts = dones
     assert imaginary > 0, "the imaginary half is carried, not zeros"
     assert math.isfinite(float(np.abs(state[0]).max()))
+
+
+def test_parallel_is_a_deprecated_alias_of_fused():
+    """``parallel``, the linear recurrences' former switch, reads and sets ``fused`` (the switch every
+    cell shares) with a DeprecationWarning."""
+    cell = make_cell("mingru", 3, 8)
+    with pytest.warns(DeprecationWarning, match="parallel is deprecated: use fused"):
+        cell.parallel = False
+    assert cell.fused is False
+    assert cell.execution_path(torch.randn(5, 2, 3), None) == "steps"
+    with pytest.warns(DeprecationWarning, match="use fused"):
+        assert cell.parallel is False
+    cell.fused = True
+    assert cell.execution_path(torch.randn(5, 2, 3), None) == "scan"
+    assert cell.execution_path(torch.randn(1, 2, 3), None) == "steps"  # one step: the loop
