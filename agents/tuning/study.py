@@ -14,6 +14,7 @@ import optuna
 from agents.sweep.backends import Backend
 from agents.sweep.worker import Outcome
 from agents.tuning.space import SearchSpace, Settings
+from agents.tuning.storage import open_storage
 from agents.tuning.trial import TrialTask
 
 SAMPLERS = {
@@ -25,21 +26,6 @@ PRUNERS = {
     "halving": "SuccessiveHalvingPruner (asynchronous successive halving)",
     "none": "no pruning: every trial runs its whole budget",
 }
-
-
-class StorageError(ValueError):
-    """A storage URL that cannot be opened; the message names it."""
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The study storage at ``url`` (any SQLAlchemy URL: ``sqlite:///study.db``, ``postgresql://...``).
-    SQLite waits up to a minute for a lock, so that several processes can share one file."""
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else None
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy's and the drivers' errors vary by backend
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(f"storage {url!r}: cannot open it ({reason})") from None
 
 
 def make_sampler(name: str, seed: int | None, startup_trials: int) -> optuna.samplers.BaseSampler:

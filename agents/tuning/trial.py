@@ -97,7 +97,7 @@ def run_trial(task: TrialTask, attempt: int = 0, threads: int = 1) -> Outcome:
         pin_threads(threads)
         trial = None
         if task.trial_id is not None:
-            from agents.tuning.study import open_storage
+            from agents.tuning.storage import open_storage
 
             study = optuna.load_study(study_name=task.study_name, storage=open_storage(task.storage),
                                       pruner=task.pruner.build())  # fmt: skip
