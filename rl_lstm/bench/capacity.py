@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl_lstm import CELLS, RecurrentLayer
-from rl_lstm.bench.speed_spec import is_adapter
+from rl_lstm.bench.speed_spec import bench_cell, is_adapter
 from rl_lstm.tooling import POSITIVE, describe_machine, machine_info, md_table, pin_threads, write_json
 
 # lstms.pth's published errors (lstms.pth README, dropout 0.9, SEQ_LEN 10, 100 sequences, size 256).
@@ -114,7 +114,7 @@ def run_one(name: str, task: Task, s: Settings, seed: int) -> dict:
     torch.manual_seed(seed)
     cls = CELLS[name]
     ref = cls.torch_module(x.shape[2], s.size)  # the same initial weights for every cell of its family and seed
-    cell: RecurrentLayer = cls.from_torch(ref, dropout=0.0 if is_adapter(name) else s.dropout)
+    cell: RecurrentLayer = bench_cell(name, ref, 0.0 if is_adapter(name) else s.dropout)
     head = nn.Linear(s.size, y.shape[1]) if task.head else None
     params = [*cell.parameters(), *(head.parameters() if head is not None else [])]
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum)

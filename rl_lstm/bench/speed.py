@@ -53,6 +53,7 @@ from rl_lstm.bench.speed_spec import (
     Mode,
     References,
     Settings,
+    bench_cell,
     families,
     references,
     sequence_targets,
@@ -70,7 +71,7 @@ def build(names: list[str], hidden: int, s: Settings) -> tuple[dict[References, 
     for refs in families(names):
         torch.manual_seed(s.seed)
         modules[refs] = refs.module(hidden, hidden).to(s.device)
-    return modules, {n: CELLS[n].from_torch(modules[references(n)], dropout=s.dropout) for n in names}
+    return modules, {n: bench_cell(n, modules[references(n)], s.dropout) for n in names}
 
 
 def module_params(module: nn.RNNBase) -> list[Tensor]:

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from rl_lstm import CELLS, GRU, LSTM, RNN, LayerNormGRU, LayerNormLSTM
-from rl_lstm.base import TorchParameters
-from rl_lstm.registry import has_dropout_method
+from rl_lstm.base import RecurrentLayer, TorchParameters
+from rl_lstm.registry import has_dropout_method, make_cell
+from rl_lstm.torch_adapter import TorchModuleLayer
 
 # A torch module's recurrent state: (h, c) for nn.LSTM, h for nn.GRU and nn.RNN.
 State = tuple[Tensor, Tensor] | Tensor
@@ -171,7 +172,18 @@ def family(name: str) -> str | None:
 def is_adapter(name: str) -> bool:
     """Whether the cell calls its torch module itself (``nn``, ``nn-gru``) rather than computing with
     parameters of its own: it is its own yardstick and gets no target."""
-    return not issubclass(CELLS[name], TorchParameters)
+    return issubclass(CELLS[name], TorchModuleLayer)
+
+
+def bench_cell(name: str, module: nn.RNNBase, dropout: float) -> RecurrentLayer:
+    """The cell ``name`` for a benchmark beside ``module`` (its class's :attr:`torch_module`): a copy of the
+    module's weights where the cell shares its parameter layout, else (the linear recurrences, whose
+    parameters are their own) a cell of the same sizes drawn from the current random state."""
+    cls = CELLS[name]
+    if issubclass(cls, (TorchParameters, TorchModuleLayer)):
+        return cls.from_torch(module, dropout=dropout)
+    w = module.weight_ih_l0
+    return make_cell(name, module.input_size, module.hidden_size, dropout=dropout).to(w.device, w.dtype)
 
 
 def step_targets(name: str, mode: Mode, batch: int, ratio_kernel: float, speedup_nn: float) -> list[dict]:
