@@ -79,19 +79,21 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r}: expected a number in [0, 1]")
-        if not self.ent_coef >= 0.0:
-            raise ValueError(f"ent_coef={self.ent_coef!r}: expected a number >= 0")
+        if isinstance(self.ent_coef, bool) or not (isinstance(self.ent_coef, (int, float)) or callable(self.ent_coef)):
+            raise ValueError(
+                f"ent_coef={self.ent_coef!r}: expected a number or a schedule of the remaining progress "
+                "(e.g. stable_baselines3.common.utils.LinearSchedule(0.01, 0.0, 1.0); lin_0.01 in the hyperparameters)"
+            )
+        # A schedule is checked at both ends of training (SB3's schedules are monotone in the progress).
+        ends = [self.ent_coef(1.0), self.ent_coef(0.0)] if callable(self.ent_coef) else [self.ent_coef]
+        if not all(float(v) >= 0.0 for v in ends):
+            raise ValueError(f"ent_coef={self.ent_coef!r}: expected a number >= 0 (a schedule: >= 0 throughout)")
         if not self.max_grad_norm > 0.0:
             raise ValueError(f"max_grad_norm={self.max_grad_norm!r}: expected a positive number")
 
     def _setup_model(self) -> None:
         self._check_arguments()
         self._setup_lr_schedule()
-        if isinstance(self.ent_coef, bool) or not (isinstance(self.ent_coef, (int, float)) or callable(self.ent_coef)):
-            raise ValueError(
-                f"ent_coef={self.ent_coef!r}: expected a number or a schedule of the remaining progress "
-                "(e.g. stable_baselines3.common.utils.LinearSchedule(0.01, 0.0, 1.0); lin_0.01 in the hyperparameters)"
-            )
         self.set_random_seed(self.seed)
         stock = self.policy_class if self.policy_class in STOCK_POLICIES else None
         self.policy_class = STOCK_POLICIES.get(self.policy_class, self.policy_class)

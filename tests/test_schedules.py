@@ -54,3 +54,9 @@ def test_bad_entropy_coefficient_is_named(value):
 def test_hyperparameter_spelling_is_a_linear_schedule():
     kwargs = TrainConfig(env="CartPole-v1", hyperparams={"ent_coef": "lin_0.01"}).resolved_algo_kwargs()
     assert isinstance(kwargs["ent_coef"], LinearSchedule) and kwargs["ent_coef"](1.0) == pytest.approx(0.01)
+
+
+def test_a_negative_entropy_schedule_is_refused():
+    with pytest.raises(ValueError, match="ent_coef=.*expected a number >= 0"):
+        RecurrentPPO("MlpLstmPolicy", make_vec_env("CartPole-v1", n_envs=1), ent_coef=LinearSchedule(0.01, -0.01, 1.0),
+                     policy_kwargs=SMALL)  # fmt: skip
