@@ -3,7 +3,8 @@ resets, every dropout site's masks and optional layer norm inside, and a hand-wr
 through time (``rl_lstm/csrc/lstm_chunk.cpp``).
 
 It is built at first use from the installed torch with ``torch.utils.cpp_extension.load`` and
-cached (under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Where it cannot
+cached (under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), once per torch
+installation: clones share it, and each virtual environment has its own. Where it cannot
 run (no C++ compiler, a failed build, tensors not on the CPU, a dtype other than float32 or
 float64) the cells keep their Python path, with one warning naming the reason.
 
@@ -27,6 +28,7 @@ import os
 import platform
 import shutil
 import sys
+import sysconfig
 import threading
 import time
 import warnings
@@ -94,17 +96,25 @@ def _cflags() -> list[str]:
     return flags
 
 
+def _torch_install() -> str:
+    """Where the running torch is installed, and the Python headers it builds against: torch's build file
+    names both folders, so two installations (two virtual environments) sharing one build folder would
+    find it out of date and recompile it whenever the other had built last."""
+    return "\0".join([str(Path(torch.__file__).resolve().parent), sysconfig.get_paths()["include"]])
+
+
 def _name() -> str:
     """The extension's name: one build per source text, flags, CPU (``-march=native`` code is
-    CPU-specific) and torch version. The checkout's path is not part of it, so clones of one source share
-    a build; two checkouts with different sources get different names, so neither rebuilds the other's."""
+    CPU-specific), torch version and torch installation (:func:`_torch_install`). The checkout's path is
+    not part of it, so clones of one source share a build; two checkouts with different sources get
+    different names, so neither rebuilds the other's; two virtual environments get a build each."""
     cpu = platform.processor() + platform.machine()
     try:
         cpu += next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         pass
     key = hashlib.sha1(SOURCE.read_bytes())
-    key.update("\0".join([cpu, " ".join(_cflags()), torch.__version__]).encode())
+    key.update("\0".join([cpu, " ".join(_cflags()), torch.__version__, _torch_install()]).encode())
     return f"rl_lstm_kernel_{key.hexdigest()[:10]}"
 
 

@@ -388,6 +388,16 @@ def test_build_name_is_the_source_content_not_its_path(monkeypatch, tmp_path):
     assert kernel._name() != name
 
 
+def test_each_torch_installation_gets_its_own_build(monkeypatch, tmp_path):
+    """Torch's build file names the torch installation's include folders, so two virtual environments
+    sharing one build would recompile it at every switch: the installation is part of the name."""
+    name = kernel._name()
+    assert kernel._name() == name  # the same installation: the same build
+    other = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "torch" / "__init__.py"
+    monkeypatch.setattr(kernel.torch, "__file__", str(other))
+    assert kernel._name() != name
+
+
 def test_a_clone_loads_the_build_without_compiling(tmp_path):
     """The build compiles a copy of the source in its own folder, so its command line is the same from
     every clone: a clone of this checkout loads the existing build (a compile would print its time)."""
