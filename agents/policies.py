@@ -66,6 +66,27 @@ def split_lstm_kwargs(cell: str, lstm_kwargs: dict[str, Any] | None) -> tuple[fl
     return layer_dropout, kwargs
 
 
+def memory_settings(
+    cell: str,
+    hidden_size: int,
+    dropout: float | None,
+    ln_preact: bool,
+    learnable: bool,
+    n_lstm_layers: int,
+    lstm_kwargs: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The memory keywords every recurrent policy takes (on-policy and off-policy alike), read once:
+    returns the cells' keywords (``dropout`` resolved: None is the cell's default,
+    :func:`rl_lstm.registry.default_dropout`) and :class:`~agents.memory.MemoryStack`'s keywords. Bad values
+    fail here, naming the value, before any network is built."""
+    layer_dropout, extra = split_lstm_kwargs(cell, lstm_kwargs)
+    dropout = default_dropout(cell) if dropout is None else dropout
+    cell_kwargs = dict(dropout=dropout, ln_preact=ln_preact, learnable=learnable, **extra)
+    memory_kwargs = dict(n_layers=n_lstm_layers, layer_dropout=layer_dropout, **cell_kwargs)
+    MemoryStack(cell, 1, hidden_size, **memory_kwargs)
+    return cell_kwargs, memory_kwargs
+
+
 def _flatten_steps(obs: PyTorchObs) -> PyTorchObs:
     """``(seq_len, n_seq, ...)`` -> ``(seq_len * n_seq, ...)``, for each key of Dict observations."""
     if isinstance(obs, dict):
@@ -122,11 +143,10 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         chrono_init: int | None = None,
         **kwargs: Any,
     ) -> None:
-        layer_dropout, extra = split_lstm_kwargs(cell, lstm_kwargs)
-        dropout = default_dropout(cell) if dropout is None else dropout
-        cell_kwargs = dict(dropout=dropout, ln_preact=ln_preact, learnable=learnable, **extra)
-        memory_kwargs = dict(n_layers=n_lstm_layers, layer_dropout=layer_dropout, **cell_kwargs)
-        MemoryStack(cell, 1, lstm_hidden_size, **memory_kwargs)  # bad values fail here, before the parent builds
+        # Bad values fail here, before the parent builds.
+        cell_kwargs, memory_kwargs = memory_settings(
+            cell, lstm_hidden_size, dropout, ln_preact, learnable, n_lstm_layers, lstm_kwargs
+        )
         self.cell_name = cell
         self.cell_kwargs = cell_kwargs
         super().__init__(

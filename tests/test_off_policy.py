@@ -224,6 +224,21 @@ def test_sac_replays_collected_log_probabilities(env_id: str, share_memory: bool
 
 
 @pytest.mark.parametrize("algo", [RecurrentDQN, RecurrentSAC])
+def test_dropout_defaults_to_the_cells(algo) -> None:  # noqa: ANN001
+    """``cell="gal"`` means Gal's dropout at the registry's default under DQN and SAC, as under PPO; an
+    explicit 0 turns it off; the default is recorded for save/load."""
+    from rl_lstm.registry import default_dropout
+
+    env_id = "CartPole-v1" if algo is RecurrentDQN else "Pendulum-v1"
+    model = algo("MlpLstmPolicy", env_id, policy_kwargs=dict(cell="gal", lstm_hidden_size=8))
+    nets = model.policy.stored_memories()
+    assert nets and all(layer.dropout == default_dropout("gal") > 0 for m in nets for layer in m.memory.layers)
+    assert model.policy._get_constructor_parameters()["dropout"] == default_dropout("gal")
+    off = algo("MlpLstmPolicy", env_id, policy_kwargs=dict(cell="gal", dropout=0.0, lstm_hidden_size=8))
+    assert all(layer.dropout == 0.0 for m in off.policy.stored_memories() for layer in m.memory.layers)
+
+
+@pytest.mark.parametrize("algo", [RecurrentDQN, RecurrentSAC])
 def test_save_load_predict_round_trip(algo, tmp_path) -> None:  # noqa: ANN001
     env_id = "CartPole-v1" if algo is RecurrentDQN else "Pendulum-v1"
     env = VecNormalize(make_vec_env(env_id, n_envs=2, seed=0))
@@ -247,11 +262,36 @@ def test_save_load_predict_round_trip(algo, tmp_path) -> None:  # noqa: ANN001
     loaded.learn(100, reset_num_timesteps=False)  # training goes on from the loaded buffer
 
 
-def test_evaluation_carries_the_memory() -> None:
-    env = make_vec_env("Pendulum-v1", n_envs=1, seed=0)
-    model = RecurrentSAC("MlpLstmPolicy", env, policy_kwargs=dict(lstm_hidden_size=8))
+@pytest.mark.parametrize("algo", [RecurrentDQN, RecurrentSAC])
+def test_evaluation_carries_the_memory(algo) -> None:  # noqa: ANN001
+    """SB3's evaluate_policy hands each step the state the previous step returned, and resets it only
+    where an episode starts: the state carried is the memory's (non-zero, changing), and an action depends
+    on it (the same observation from the zero state acts otherwise)."""
+    env_id = "CartPole-v1" if algo is RecurrentDQN else "Pendulum-v1"
+    env = make_vec_env(env_id, n_envs=1, seed=0)
+    model = algo("MlpLstmPolicy", env, seed=0, policy_kwargs=dict(lstm_hidden_size=8))
+    calls = []
+    predict = model.policy.predict
+
+    def spy(observation, state=None, episode_start=None, deterministic=False):  # noqa: ANN001, ANN202
+        actions, new_state = predict(observation, state, episode_start, deterministic)
+        calls.append((observation, state, None if episode_start is None else episode_start.copy(), new_state))
+        return actions, new_state
+
+    model.policy.predict = spy
     returns, lengths = evaluate_policy(model, env, n_eval_episodes=2, return_episode_rewards=True)
-    assert lengths == [200, 200]
+    assert len(calls) == sum(lengths)
+    firsts = np.cumsum([0, *lengths[:-1]])
+    for t, (_, state, start, _) in enumerate(calls):
+        assert bool(start[0]) == (t in firsts), f"step {t}: episode_start {start}"
+        if t > 0:
+            assert state is not None and np.array_equal(state[0], calls[t - 1][3][0]), f"step {t}: state not carried"
+    assert not np.allclose(calls[5][1][0], 0.0), "the carried state is zeros"
+    obs, state = calls[5][0], calls[5][1]
+    if algo is RecurrentSAC:  # a continuous action shows the state's effect on any observation
+        carried, _ = predict(obs, state, np.zeros(1, bool), deterministic=True)
+        fresh, _ = predict(obs, None, np.zeros(1, bool), deterministic=True)
+        assert not np.allclose(carried, fresh)
 
 
 def test_dqn_learns_a_cue_through_a_delay() -> None:

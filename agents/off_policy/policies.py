@@ -28,7 +28,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from agents.memory import MemoryStack
-from agents.policies import split_lstm_kwargs
+from agents.policies import memory_settings
 
 Hidden = tuple[th.Tensor, th.Tensor]
 
@@ -118,7 +118,7 @@ class RecurrentOffPolicyPolicy(BasePolicy):
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         cell: str = "lstm",
-        dropout: float = 0.0,
+        dropout: float | None = None,
         ln_preact: bool = True,
         learnable: bool = True,
         lstm_hidden_size: int = 64,
@@ -136,10 +136,10 @@ class RecurrentOffPolicyPolicy(BasePolicy):
             optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs, squash_output=squash_output,
             normalize_images=normalize_images,
         )  # fmt: skip
-        layer_dropout, extra = split_lstm_kwargs(cell, lstm_kwargs)
         self.cell_name = cell
-        self.cell_kwargs = dict(dropout=dropout, ln_preact=ln_preact, learnable=learnable, **extra)
-        self._memory_kwargs = dict(n_layers=n_lstm_layers, layer_dropout=layer_dropout, **self.cell_kwargs)
+        self.cell_kwargs, self._memory_kwargs = memory_settings(
+            cell, lstm_hidden_size, dropout, ln_preact, learnable, n_lstm_layers, lstm_kwargs
+        )
         self.lstm_kwargs = dict(lstm_kwargs or {})
         self.lstm_hidden_size = lstm_hidden_size
         self.n_lstm_layers = n_lstm_layers
