@@ -21,6 +21,7 @@ from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents import lean
+from agents.checks import check_number, check_schedule
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
 from agents.policies import STOCK_POLICIES, CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy
 from agents.type_aliases import SequenceSamples
@@ -75,21 +76,12 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _check_arguments(self) -> None:
         """ValueError naming the first argument out of its range. Run by :meth:`_setup_model`, so a model
         loaded with changed arguments (``load(..., ent_coef=...)``) is checked as a new one is."""
+        check_schedule("learning_rate", self.learning_rate, 0.0, low_open=True)
         for name in ("gamma", "gae_lambda"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r}: expected a number in [0, 1]")
-        if isinstance(self.ent_coef, bool) or not (isinstance(self.ent_coef, (int, float)) or callable(self.ent_coef)):
-            raise ValueError(
-                f"ent_coef={self.ent_coef!r}: expected a number or a schedule of the remaining progress "
-                "(e.g. stable_baselines3.common.utils.LinearSchedule(0.01, 0.0, 1.0); lin_0.01 in the hyperparameters)"
-            )
-        # A schedule is checked at both ends of training (SB3's schedules are monotone in the progress).
-        ends = [self.ent_coef(1.0), self.ent_coef(0.0)] if callable(self.ent_coef) else [self.ent_coef]
-        if not all(float(v) >= 0.0 for v in ends):
-            raise ValueError(f"ent_coef={self.ent_coef!r}: expected a number >= 0 (a schedule: >= 0 throughout)")
-        if not self.max_grad_norm > 0.0:
-            raise ValueError(f"max_grad_norm={self.max_grad_norm!r}: expected a positive number")
+            check_number(name, getattr(self, name), 0.0, 1.0)
+        check_schedule("ent_coef", self.ent_coef, 0.0)
+        check_number("vf_coef", self.vf_coef, 0.0)
+        check_number("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
 
     def _setup_model(self) -> None:
         self._check_arguments()

@@ -12,6 +12,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
 from agents import lean
+from agents.checks import check_integer, check_number, check_schedule
 from agents.on_policy import RecurrentOnPolicyAlgorithm
 from agents.policies import CellLstmPolicy
 
@@ -99,15 +100,17 @@ class RecurrentPPO(RecurrentOnPolicyAlgorithm):
 
     def _check_arguments(self) -> None:
         super()._check_arguments()
-        if isinstance(self.n_epochs, bool) or not isinstance(self.n_epochs, int) or self.n_epochs < 1:
-            raise ValueError(f"n_epochs={self.n_epochs!r}: expected a positive integer")
+        check_integer("n_epochs", self.n_epochs)
+        check_schedule("clip_range", self.clip_range, 0.0, low_open=True)
+        if self.clip_range_vf is not None:
+            check_schedule("clip_range_vf", self.clip_range_vf, 0.0, low_open=True)
+        if self.target_kl is not None:
+            check_number("target_kl", self.target_kl, 0.0, low_open=True)
 
     def _setup_model(self) -> None:
         super()._setup_model()
         self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
-            if isinstance(self.clip_range_vf, (float, int)) and self.clip_range_vf <= 0:
-                raise ValueError(f"clip_range_vf={self.clip_range_vf}: expected a positive number, or None")
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
 
     def train(self) -> None:

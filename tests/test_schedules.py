@@ -47,7 +47,7 @@ def test_entropy_coefficient_follows_its_schedule(algo):
 
 @pytest.mark.parametrize("value", ["0.01", True, None])
 def test_bad_entropy_coefficient_is_named(value):
-    with pytest.raises(ValueError, match=f"ent_coef={value!r}: expected a number or a schedule"):
+    with pytest.raises(ValueError, match=f"ent_coef={value!r}: expected a number >= 0 or a schedule"):
         RecurrentPPO("MlpLstmPolicy", make_vec_env("CartPole-v1", n_envs=1), ent_coef=value, policy_kwargs=SMALL)
 
 
