@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-_SCHEDULE_HINT = "a schedule of the remaining progress (e.g. stable_baselines3.common.utils.LinearSchedule; lin_X in the hyperparameters)"
+_SCHEDULE_HINT = (
+    "a schedule of the remaining progress (e.g. stable_baselines3.common.utils.LinearSchedule; lin_X in the "
+    "hyperparameters)"
+)
 
 
 def is_number(value: Any) -> bool:

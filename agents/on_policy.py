@@ -21,8 +21,8 @@ from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents import lean
-from agents.checks import check_number, check_schedule
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
+from agents.checks import check_number, check_schedule
 from agents.policies import STOCK_POLICIES, CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy
 from agents.type_aliases import SequenceSamples
 
