@@ -359,6 +359,25 @@ def test_a_corrupt_last_checkpoint_does_not_block_resume(finished, tmp_path):
     assert f"resuming from {out / 'checkpoints' / 'last.zip'} (256 steps), the newest readable" in proc.stdout
 
 
+def test_a_model_whose_policy_file_is_cut_short_is_refused_by_name(finished, tmp_path):
+    """The outer zip intact (each entry's CRC right) but its policy.pth truncated before it was stored: the
+    resume names the file instead of ending in torch's traceback."""
+    import zipfile
+
+    out = _copy(finished, tmp_path)
+    model = out / "model.zip"
+    with zipfile.ZipFile(model) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    entries["policy.pth"] = entries["policy.pth"][: len(entries["policy.pth"]) // 2]
+    with zipfile.ZipFile(model, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    proc = run("--resume", str(model), "--total-timesteps", "256")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"--resume {str(model)!r}: not a readable saved model (entry 'policy.pth'" in proc.stderr, proc.stderr
+
+
 def test_a_second_run_on_a_folder_in_use_stops_naming_the_holder(tmp_path):
     out = tmp_path / "run"
     first = _start(out)

@@ -3,6 +3,7 @@ stop a run with a save, and finding what to resume from."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -103,6 +104,18 @@ def raise_stop(signum: int, frame: Any) -> None:
     raise Stop(signum)
 
 
+def _check_torch_archive(name: str, data: bytes) -> None:
+    """A ValueError naming ``name`` unless ``data`` is a complete ``torch.save`` file: SB3 writes each
+    ``.pth`` entry with its own CRC, so an entry cut short before it was stored passes the outer zip's test."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as inner:
+            bad = inner.testzip()
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"entry {name!r} is not a complete torch file ({e})") from None
+    if bad is not None:
+        raise ValueError(f"entry {name!r} is damaged (its part {bad!r})")
+
+
 def saved_timesteps(path: Path) -> int:
     """The timestep count stored in a saved model (SB3's zip holds it in its ``data`` entry); a ConfigError
     where the file is not a complete saved model (truncated, corrupt, or without its parameters)."""
@@ -113,6 +126,9 @@ def saved_timesteps(path: Path) -> int:
                 raise ValueError(f"entry {bad!r} is damaged")
             if "policy.pth" not in archive.namelist():
                 raise ValueError("it holds no policy.pth")
+            for name in archive.namelist():
+                if name.endswith(".pth"):
+                    _check_torch_archive(name, archive.read(name))
             return int(json.loads(archive.read("data"))["num_timesteps"])
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise ConfigError(f"--resume {str(path)!r}: not a readable saved model ({e})") from None
