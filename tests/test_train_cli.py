@@ -443,3 +443,15 @@ def test_dict_and_image_observations_train_evaluate_resume_and_export(env_id, po
     )  # fmt: skip
     assert export.returncode == 0, export.stderr
     assert (out / "model.pt").is_file()
+
+
+def test_the_last_line_has_the_digits_a_return_needs_and_the_success_rate(tmp_path):
+    from agents.training.cli import summary_line
+    from agents.training.config import TrainConfig
+
+    record = dict(mean_return=0.25, std_return=0.433, success_rate=0.25, episodes=20, timesteps=64, wall_time_s=3.0)
+    line = summary_line(TrainConfig(env="Recall-L20-v0"), record, tmp_path)
+    assert "mean_return=0.250 +- 0.433, success_rate=0.25 over 20 episodes" in line, line
+    record = dict(record, mean_return=500.0, std_return=0.0, success_rate=None)
+    line = summary_line(TrainConfig(env="CartPole-v1"), record, tmp_path)
+    assert "mean_return=500.0 +- 0.000 over 20 episodes" in line and "success_rate" not in line, line

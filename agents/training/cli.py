@@ -187,9 +187,22 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + int(e.args[0])
     except ConfigError as e:
         parser.error(str(e))
-    print(
-        f"eval {config.env} {config.algo}/{config.memory}: mean_return={record['mean_return']:.1f} "
-        f"+- {record['std_return']:.1f} over {record['episodes']} episodes after {record['timesteps']} steps "
-        f"({record['wall_time_s']:.0f} s) -> {run_dir}"
-    )
+    print(summary_line(config, record, run_dir))
     return 0
+
+
+def _figure(x: float) -> str:
+    """A return with the digits it needs: 500.0, 17.25, 0.250 (a success-or-not return keeps its 0.25)."""
+    return f"{x:.{1 if abs(x) >= 10 else 2 if abs(x) >= 1 else 3}f}"
+
+
+def summary_line(config: TrainConfig, record: dict[str, Any], run_dir: Path) -> str:
+    """The run's last line: the final evaluation's return and, where the task reports ``is_success``, its
+    success rate (the measure of the memory ladder's tasks)."""
+    success = record.get("success_rate")
+    rate = "" if success is None else f", success_rate={success:.2f}"
+    return (
+        f"eval {config.env} {config.algo}/{config.memory}: mean_return={_figure(record['mean_return'])} "
+        f"+- {_figure(record['std_return'])}{rate} over {record['episodes']} episodes after {record['timesteps']} "
+        f"steps ({record['wall_time_s']:.0f} s) -> {run_dir}"
+    )
