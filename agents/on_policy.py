@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents import lean
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
 from agents.checks import check_number, check_schedule
+from agents.memory_init import with_horizon
 from agents.policies import STOCK_POLICIES, CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy
 from agents.type_aliases import SequenceSamples
 
@@ -96,8 +97,9 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             )
         try:
             self.policy = self.policy_class(
-                self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
-            )
+                self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde,
+                **with_horizon(self.policy_kwargs, self.env, self.n_steps),
+            )  # fmt: skip
         except ValueError as e:
             if stock is None:
                 raise

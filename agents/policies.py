@@ -23,8 +23,8 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
-from agents.chrono import chrono_init_
 from agents.memory import MemoryStack
+from agents.memory_init import check_horizon, check_memory_init, init_memories_
 from agents.type_aliases import RNNMasks, RNNStates
 from rl_lstm import cell_class
 from rl_lstm.registry import default_dropout
@@ -74,11 +74,16 @@ def memory_settings(
     learnable: bool,
     n_lstm_layers: int,
     lstm_kwargs: dict[str, Any] | None,
+    memory_init: Any = None,
+    memory_horizon: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The memory keywords every recurrent policy takes (on-policy and off-policy alike), read once:
     returns the cells' keywords (``dropout`` resolved: None is the cell's default,
     :func:`rl_lstm.registry.default_dropout`) and :class:`~agents.memory.MemoryStack`'s keywords. Bad values
-    fail here, naming the value, before any network is built."""
+    fail here, naming the value, before any network is built (``memory_init`` and ``memory_horizon`` too:
+    :mod:`agents.memory_init`)."""
+    check_memory_init(memory_init, cell)
+    check_horizon(memory_horizon)
     layer_dropout, extra = split_lstm_kwargs(cell, lstm_kwargs)
     dropout = default_dropout(cell) if dropout is None else dropout
     cell_kwargs = dict(dropout=dropout, ln_preact=ln_preact, learnable=learnable, **extra)
@@ -106,9 +111,13 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         cell's default (``rl_lstm.registry.default_dropout``: 0.1 for cells named for a dropout method).
     :param ln_preact: LayerNorm cells only: normalise the gate pre-activations too.
     :param learnable: LayerNorm cells only: learn the LayerNorm gains and biases.
-    :param chrono_init: None (PyTorch's initialisation), or the longest dependency expected, in steps:
-        the gate biases of the LSTM and GRU families start as chrono initialisation sets them
-        (:func:`agents.chrono.chrono_init_`), so that memory times spread up to that many steps.
+    :param memory_init: how the memories' keep gates (forget gates, update gates, decays) start
+        (:mod:`agents.memory_init`): None (the default: ``"chrono"`` where the memory has one),
+        ``"chrono"`` (memory times uniform over 2 .. ``memory_horizon`` steps), ``"torch"`` (the cells'
+        own initialisation) or a number (every keep gate's bias).
+    :param memory_horizon: the longest dependency expected, in steps, for ``"chrono"``; None: the
+        algorithm's (the environment's episode limit, else its update's reach), else 128.
+    :param chrono_init: deprecated: ``memory_init="chrono", memory_horizon=chrono_init``.
 
     Each memory (actor's, critic's) is a :class:`agents.memory.MemoryStack` of ``n_lstm_layers``
     cells, state ``(h, c)`` each ``(n_lstm_layers, batch, lstm_hidden_size)`` as ``nn.LSTM``'s.
@@ -140,13 +149,21 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         lstm_hidden_size: int = 256,
         n_lstm_layers: int = 1,
         lstm_kwargs: dict[str, Any] | None = None,
+        memory_init: str | float | None = None,
+        memory_horizon: int | None = None,
         chrono_init: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if chrono_init is not None:
+            warnings.warn(
+                "chrono_init=T is deprecated: use memory_init='chrono', memory_horizon=T", DeprecationWarning, 2
+            )
+            memory_init, memory_horizon = "chrono", check_horizon(chrono_init)
         # Bad values fail here, before the parent builds.
         cell_kwargs, memory_kwargs = memory_settings(
-            cell, lstm_hidden_size, dropout, ln_preact, learnable, n_lstm_layers, lstm_kwargs
-        )
+            cell, lstm_hidden_size, dropout, ln_preact, learnable, n_lstm_layers, lstm_kwargs, memory_init,
+            memory_horizon,
+        )  # fmt: skip
         self.cell_name = cell
         self.cell_kwargs = cell_kwargs
         super().__init__(
@@ -160,10 +177,8 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         self.lstm_actor = MemoryStack(cell, self.features_dim, lstm_hidden_size, **memory_kwargs)
         if self.lstm_critic is not None:
             self.lstm_critic = MemoryStack(cell, self.features_dim, lstm_hidden_size, **memory_kwargs)
-        self.chrono_init = chrono_init
-        if chrono_init is not None:
-            for memory in self.memories():
-                chrono_init_(memory, chrono_init)
+        self.memory_init, self.memory_horizon = memory_init, memory_horizon
+        init_memories_(self.memories(), memory_init, memory_horizon)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self._optimizer_kwargs())
         self._action_masks: th.Tensor | None = None
         self._masked_dist: MaskableDistribution | None = None
@@ -193,7 +208,8 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
             lstm_hidden_size=self.lstm_output_dim,
             n_lstm_layers=self.n_lstm_layers,
             lstm_kwargs=self.lstm_kwargs,
-            chrono_init=self.chrono_init,
+            memory_init=self.memory_init,
+            memory_horizon=self.memory_horizon,
             shared_lstm=self.shared_lstm,
             enable_critic_lstm=self.enable_critic_lstm,
             share_features_extractor=self.share_features_extractor,

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from rl_lstm import kernel
 from rl_lstm.masks import METHODS, MaskSpec, check_method, sample_masks
+from rl_lstm.memory_times import check_times, gate_bias_units, keep_logit, set_gate_bias_
 from rl_lstm.segments import run_fused, step_loop
 
 #: A memory's recurrent state as ``forward`` takes and returns it: ``(h, c)`` for the LSTM family,
@@ -128,6 +129,9 @@ class RecurrentLayer(nn.Module):
     #: Use the compiled kernel, torch's fused kernels or the parallel scan where they can run (False on
     #: an instance: the step loop, the reference).
     fused = True
+    #: What sets the layer's memory times (:meth:`init_memory_times_`), e.g. ``"forget gate"``; None for a
+    #: layer without a keep gate or decay (the plain RNN).
+    keep_gate: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -170,6 +174,18 @@ class RecurrentLayer(nn.Module):
     # ------------------------------------------------------------------ parameters
     def _param(self) -> Tensor:
         return self.weight_ih
+
+    @property
+    def memory_units(self) -> int:
+        """How many memory times :meth:`init_memory_times_` takes: ``hidden_size``, unless a layer's decays
+        are shared (FFM: one per trace row); 0 for a layer without a keep gate or decay."""
+        return self.hidden_size if self.keep_gate is not None else 0
+
+    def init_memory_times_(self, times: Tensor) -> None:
+        """Set the :attr:`keep_gate` so that unit k starts keeping ``1 - 1 / times[k]`` of its content per
+        step (it holds it for about ``times[k]`` steps; see :mod:`rl_lstm.memory_times`). A layer that is
+        not asked keeps its own initialisation. ValueError for a layer without a keep gate or decay."""
+        raise ValueError(f"{type(self).__name__}: no keep gate or decay whose memory time could be set")
 
     @property
     def mask_width(self) -> int:
@@ -571,6 +587,11 @@ class LSTMParameters(TorchParameters):
     and ``bias_hh`` (4H), gate order i, f, g, o."""
 
     gates = 4
+    keep_gate = "forget gate"
+    memory_units = gate_bias_units
+
+    def init_memory_times_(self, times: Tensor) -> None:
+        set_gate_bias_(self, 1, keep_logit(check_times(self, times, self.memory_units)))  # gate order i, f, g, o
 
     def _bias(self) -> Tensor | None:
         return self.bias_ih + self.bias_hh if self.bias else None

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl_lstm.base import check_size
+from rl_lstm.memory_times import check_times
 from rl_lstm.scan import LinearRecurrence, Parts
 
 
@@ -94,6 +95,17 @@ class FFM(LinearRecurrence):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", memory_size={self.memory_size}, context_size={self.context_size}"
+
+    keep_gate = "decay exp(alpha) (one per trace row)"
+
+    @property
+    def memory_units(self) -> int:
+        return self.memory_size
+
+    def init_memory_times_(self, times: Tensor) -> None:
+        """Row k of the trace keeps ``exp(alpha_k) = 1 - 1 / times[k]`` per step (its frequencies kept)."""
+        with torch.no_grad():
+            self.alpha.copy_(torch.log(1.0 - 1.0 / check_times(self, times, self.memory_units)))
 
     def decay(self) -> Parts:
         """``gamma`` as ``(Re, Im)``, each (m * c,), flattened row-major from (m, c)."""

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl_lstm.hidden_state import HiddenStateLayer
+from rl_lstm.memory_times import check_times, gate_bias_units, keep_logit, set_gate_bias_
 
 
 class GRU(HiddenStateLayer):
@@ -30,6 +31,11 @@ class GRU(HiddenStateLayer):
     gates = 3
     torch_module = nn.GRU
     dropout_methods = ("pytorch", "gal", "semeniuta", "zoneout")
+    keep_gate = "update gate z"
+    memory_units = gate_bias_units
+
+    def init_memory_times_(self, times: Tensor) -> None:
+        set_gate_bias_(self, 1, keep_logit(check_times(self, times, self.memory_units)))  # h' = (1 - z) n + z h
 
     def _project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih, self.bias_ih)  # (..., 3H): W_i{r,z,n} x + b_i{r,z,n}

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rl_lstm.memory_times import check_times
 from rl_lstm.scan import LinearRecurrence, Parts
 
 
@@ -86,6 +87,16 @@ class LRU(LinearRecurrence):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", r_min={self.r_min}, r_max={self.r_max}"
+
+    keep_gate = "decay |lambda|"
+
+    def init_memory_times_(self, times: Tensor) -> None:
+        """``|lambda_k| = 1 - 1 / times[k]`` (phases kept), and the input normalisation ``gamma`` that goes
+        with it (``sqrt(1 - |lambda|^2)``, as :meth:`reset_parameters` sets it)."""
+        r2 = (1.0 - 1.0 / check_times(self, times, self.memory_units)) ** 2
+        with torch.no_grad():
+            self.nu_log.copy_(torch.log(-0.5 * torch.log(r2)))
+            self.gamma_log.copy_(0.5 * torch.log(1 - r2))
 
     def decay(self) -> Parts:
         """``lambda`` as ``(Re, Im)``, each (N,)."""

@@ -10,7 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rl_lstm.memory_times import check_times, gate_bias_units, keep_logit
 from rl_lstm.scan import LinearRecurrence, Parts
+
+
+def _set_input_bias_(layer: _MinRNN, blocks: dict[int, Tensor]) -> None:
+    """Blocks of ``bias_ih`` (of ``hidden_size`` rows each) set to the given values."""
+    if layer.bias_ih is None:
+        raise ValueError(f"{type(layer).__name__} with bias=False: its keep gate has no bias to set")
+    h = layer.hidden_size
+    with torch.no_grad():
+        for block, value in blocks.items():
+            layer.bias_ih[block * h : (block + 1) * h] = value.to(layer.bias_ih)
 
 
 class _MinRNN(LinearRecurrence):
@@ -63,6 +74,11 @@ class MinGRU(_MinRNN):
     """
 
     gates = 2
+    keep_gate = "1 - z (z: the update gate)"
+    memory_units = gate_bias_units
+
+    def init_memory_times_(self, times: Tensor) -> None:
+        _set_input_bias_(self, {0: -keep_logit(check_times(self, times, self.memory_units))})
 
     def _coefficients(self, x: Tensor, masks: Tensor | None) -> tuple[Parts, Parts, None]:
         z, cand = self._project(x).chunk(2, -1)  # (T, B, H) each
@@ -80,6 +96,13 @@ class MinLSTM(_MinRNN):
     """
 
     gates = 3
+    keep_gate = "f / (f + i) (f, i: the forget and input gates)"
+    memory_units = gate_bias_units
+
+    def init_memory_times_(self, times: Tensor) -> None:
+        # f = sigmoid(b), i = sigmoid(-b) = 1 - f: the normalised keep f / (f + i) is sigmoid(b).
+        logit = keep_logit(check_times(self, times, self.memory_units))
+        _set_input_bias_(self, {0: logit, 1: -logit})
 
     def _coefficients(self, x: Tensor, masks: Tensor | None) -> tuple[Parts, Parts, None]:
         f, i, cand = self._project(x).chunk(3, -1)  # (T, B, H) each

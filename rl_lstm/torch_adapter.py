@@ -9,6 +9,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from rl_lstm.base import RecurrentLayer, Stage
+from rl_lstm.memory_times import check_times, gate_bias_units, keep_logit, set_gate_bias_
 
 
 class TorchModuleLayer(RecurrentLayer):
@@ -64,6 +65,11 @@ class TorchLSTM(TorchModuleLayer):
 
     torch_module = nn.LSTM
     module_name = "lstm"
+    keep_gate = "forget gate"
+    memory_units = gate_bias_units
+
+    def init_memory_times_(self, times: Tensor) -> None:
+        set_gate_bias_(self, 1, keep_logit(check_times(self, times, self.memory_units)))
 
 
 class TorchGRU(TorchModuleLayer):
@@ -72,3 +78,8 @@ class TorchGRU(TorchModuleLayer):
     state_names: ClassVar[tuple[str, ...]] = ("h",)
     torch_module = nn.GRU
     module_name = "gru"
+    keep_gate = "update gate z"
+    memory_units = gate_bias_units
+
+    def init_memory_times_(self, times: Tensor) -> None:
+        set_gate_bias_(self, 1, keep_logit(check_times(self, times, self.memory_units)))

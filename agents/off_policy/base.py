@@ -19,6 +19,7 @@ from stable_baselines3.common.type_aliases import RolloutReturn, TrainFreq
 from stable_baselines3.common.utils import obs_as_tensor, should_collect_more_steps
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.memory_init import with_horizon
 from agents.off_policy.buffers import SequenceReplayBuffer
 from agents.off_policy.policies import RecurrentOffPolicyPolicy
 
@@ -48,8 +49,9 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(
-            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
-        )
+            self.observation_space, self.action_space, self.lr_schedule,
+            **with_horizon(self.policy_kwargs, self.env, self.seq_len),
+        )  # fmt: skip
         self.policy = self.policy.to(self.device)
         memories = self.policy.stored_memories()
         self.replay_buffer = SequenceReplayBuffer(

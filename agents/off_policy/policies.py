@@ -28,6 +28,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from agents.memory import MemoryStack
+from agents.memory_init import init_memories_
 from agents.policies import memory_settings
 
 Hidden = tuple[th.Tensor, th.Tensor]
@@ -124,6 +125,8 @@ class RecurrentOffPolicyPolicy(BasePolicy):
         lstm_hidden_size: int = 64,
         n_lstm_layers: int = 1,
         lstm_kwargs: dict[str, Any] | None = None,
+        memory_init: str | float | None = None,
+        memory_horizon: int | None = None,
         features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
@@ -138,8 +141,10 @@ class RecurrentOffPolicyPolicy(BasePolicy):
         )  # fmt: skip
         self.cell_name = cell
         self.cell_kwargs, self._memory_kwargs = memory_settings(
-            cell, lstm_hidden_size, dropout, ln_preact, learnable, n_lstm_layers, lstm_kwargs
-        )
+            cell, lstm_hidden_size, dropout, ln_preact, learnable, n_lstm_layers, lstm_kwargs, memory_init,
+            memory_horizon,
+        )  # fmt: skip
+        self.memory_init, self.memory_horizon = memory_init, memory_horizon
         self.lstm_kwargs = dict(lstm_kwargs or {})
         self.lstm_hidden_size = lstm_hidden_size
         self.n_lstm_layers = n_lstm_layers
@@ -152,8 +157,8 @@ class RecurrentOffPolicyPolicy(BasePolicy):
             net_arch=self.net_arch, activation_fn=self.activation_fn, cell=self.cell_name,
             dropout=self.cell_kwargs["dropout"], ln_preact=self.cell_kwargs["ln_preact"],
             learnable=self.cell_kwargs["learnable"], lstm_hidden_size=self.lstm_hidden_size,
-            n_lstm_layers=self.n_lstm_layers, lstm_kwargs=self.lstm_kwargs,
-            features_extractor_class=self.features_extractor_class,
+            n_lstm_layers=self.n_lstm_layers, lstm_kwargs=self.lstm_kwargs, memory_init=self.memory_init,
+            memory_horizon=self.memory_horizon, features_extractor_class=self.features_extractor_class,
             features_extractor_kwargs=self.features_extractor_kwargs, normalize_images=self.normalize_images,
             optimizer_class=self.optimizer_class, optimizer_kwargs=self.optimizer_kwargs,
         )  # fmt: skip
@@ -166,6 +171,7 @@ class RecurrentOffPolicyPolicy(BasePolicy):
     def make_memory_net(self) -> MemoryNet:
         extractor = self.make_features_extractor()
         memory = MemoryStack(self.cell_name, extractor.features_dim, self.lstm_hidden_size, **self._memory_kwargs)
+        init_memories_([memory], self.memory_init, self.memory_horizon)
         check_replayable(memory, self.cell_name)
         return MemoryNet(extractor, memory)
 
