@@ -1,4 +1,4 @@
-"""Train a recurrent PPO or A2C agent whose memory is a cell of the rl_lstm registry.
+"""Train a recurrent agent (PPO, A2C, DQN or SAC) whose memory is a cell of the rl_lstm registry, or a baseline.
 
 ``python scripts/train.py --help`` lists the options; the code is in ``agents.training.cli``.
 """

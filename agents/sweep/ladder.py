@@ -276,8 +276,24 @@ def report(ladder: Ladder, out: Path, command: str) -> dict[str, Any]:
     return data
 
 
+def _file_contents(path: Path) -> str:
+    """What ``--help`` says of the default ladder file: its rows, families and rungs."""
+    try:
+        ladder = load_ladder(path)
+    except (OSError, SweepError) as e:  # the help still prints
+        return f"{path}: {e}"
+    rungs = ", ".join(str(n) for n in ladder.rungs)
+    return (
+        f"The ladder file {path.name}:\n  rows: {', '.join(ladder.rows)}\n  families: {', '.join(ladder.families)}\n"
+        f"  rungs: {rungs}; {ladder.seeds} seeds a rung"
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=_file_contents(DEFAULT_LADDER),
+        formatter_class=argparse.RawTextHelpFormatter,
+    )  # fmt: skip
     p.add_argument("--sweep", type=Path, default=DEFAULT_LADDER, help="Ladder file (default: %(default)s).")
     p.add_argument("--quick", action="store_true", help="The file's small 'quick' ladder (smoke test).")
     p.add_argument("--rows", nargs="+", help="Only these rows.")

@@ -1,4 +1,4 @@
-"""Train a recurrent PPO or A2C agent whose memory is a cell from the rl_lstm registry.
+"""Train a recurrent agent (PPO, A2C, DQN or SAC) whose memory is a cell from the rl_lstm registry, or a baseline.
 
     python scripts/train.py --env CartPole-v1 --cell gal
 
