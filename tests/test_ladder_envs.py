@@ -101,6 +101,32 @@ def test_memoryless_policies_cannot_beat_the_bound(env_id: str) -> None:
             assert np.mean([total for total, _, _ in episodes]) <= bound
 
 
+@pytest.mark.parametrize("family", [f for f in LADDER_FAMILIES if f != "RepeatFirst"])
+@pytest.mark.parametrize("n", [10, 100])
+def test_after_the_first_step_nothing_shows_the_cue(family: str, n: int) -> None:
+    """What the bound rests on: under the same actions every observation after the first, every reward
+    before the last and every info are the same whatever the cue, so no memoryless policy, hand-picked or
+    not, can tell the cues apart. Checked for random action sequences (and for the walk along the T-maze's
+    corridor, the only way to reach its junction in time)."""
+    env = gym.make(ladder_id(family, n)).unwrapped
+    cues, actions = num_cues(env), env.action_space.n
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(actions, size=n + 2) for _ in range(20)]
+    if family == "PassiveTMaze":
+        sequences += [np.array([RIGHT] * n + [turn]) for turn in (UP, DOWN)]
+    for seq in sequences:
+        seen = []
+        for cue in range(cues):
+            first, _ = env.reset(seed=cue, options={"cue": cue})
+            trace, done, t = [], False, 0
+            while not done:
+                obs, reward, terminated, truncated, info = env.step(int(seq[t]))
+                done, t = terminated or truncated, t + 1
+                trace.append((obs.tobytes(), None if done else reward, None if done else info))
+            seen.append(trace)
+        assert all(trace == seen[0] for trace in seen), "a step after the first shows the cue"
+
+
 def test_passive_t_maze_pays_for_falling_behind() -> None:
     env = PassiveTMaze(corridor_length=4)
     env.reset(seed=0, options={"cue": 0})

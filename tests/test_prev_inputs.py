@@ -70,3 +70,24 @@ def test_a_run_trains_and_evaluates_with_them(tmp_path):
                          hyperparams={"n_steps": 16, "batch_size": 32, "n_epochs": 1})  # fmt: skip
     record = train(config, tmp_path, log=lambda s: None)
     assert record["success_rate"] is not None and record["timesteps"] >= 64
+    # The previous action and reward reach the policy: the saved model reads 5 + 4 + 1 inputs, the run's
+    # environments (training and evaluation) show them, and the policy's output depends on those columns.
+    from agents import RecurrentPPO
+    from agents.training.environments import make_envs, make_eval_env
+
+    model = RecurrentPPO.load(tmp_path / "model.zip", device="cpu")
+    assert model.observation_space.shape == (10,)
+    for env in (make_envs(config, 1, 0), make_eval_env(config, 0)):
+        env.reset()
+        obs, reward, *_ = env.step(np.array([2]))
+        np.testing.assert_array_equal(obs[0][5:], [0, 0, 1, 0, reward[0]])
+        env.close()
+    memory_in = model.policy.lstm_actor.layers[0].weight_ih
+    assert memory_in.shape[1] == 10 and memory_in[:, 5:].abs().sum() > 0
+    base = np.zeros((1, 10), np.float32)
+    moved = base.copy()
+    moved[0, 5:] = [0, 0, 1, 0, 1]
+    starts = np.ones(1, bool)
+    _, (h0, _) = model.predict(base, state=None, episode_start=starts, deterministic=True)
+    _, (h1, _) = model.predict(moved, state=None, episode_start=starts, deterministic=True)
+    assert not np.allclose(h0, h1), "the memory does not read the previous action and reward"
