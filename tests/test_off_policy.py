@@ -107,6 +107,37 @@ def test_bad_algorithm_arguments() -> None:
         RecurrentDQN("MlpLstmPolicy", "CartPole-v1", n_steps=0)
 
 
+@pytest.mark.parametrize(
+    "algo, kwargs, message",
+    [
+        (RecurrentSAC, dict(target_update_interval=0), "target_update_interval=0: expected a positive integer"),
+        (RecurrentDQN, dict(target_update_interval=0), "target_update_interval=0: expected a positive integer"),
+        (RecurrentSAC, dict(ent_coef=-0.1), r"ent_coef=-0.1: expected a number >= 0"),
+        (RecurrentSAC, dict(ent_coef="autox"), r"ent_coef='autox': expected 'auto', 'auto_<initial value>'"),
+        (RecurrentSAC, dict(batch_size=0), "batch_size=0: expected a positive integer"),
+        (RecurrentDQN, dict(gamma=2.0), r"gamma=2.0: expected a number in \[0, 1\]"),
+        (RecurrentSAC, dict(tau=5.0), r"tau=5.0: expected a number in \[0, 1\]"),
+        (RecurrentDQN, dict(learning_rate="abc"), "learning_rate='abc': expected a number > 0 or a schedule"),
+        (RecurrentDQN, dict(exploration_final_eps=1.5), r"exploration_final_eps=1.5: expected a number in \[0, 1\]"),
+        (RecurrentDQN, dict(learning_starts=-1), "learning_starts=-1: expected an integer >= 0"),
+    ],
+)
+def test_bad_hyperparameters_are_named(algo, kwargs, message) -> None:  # noqa: ANN001
+    env_id = "CartPole-v1" if algo is RecurrentDQN else "Pendulum-v1"
+    with pytest.raises(ValueError, match=message):
+        algo("MlpLstmPolicy", env_id, policy_kwargs=dict(lstm_hidden_size=8), **kwargs)
+    model = algo("MlpLstmPolicy", env_id, policy_kwargs=dict(lstm_hidden_size=8))
+    with pytest.raises(ValueError, match=message):  # a model loaded with changed arguments is checked too
+        model.__dict__.update(kwargs)
+        model._setup_model()
+
+
+def test_learning_that_would_never_start_is_said() -> None:
+    model = RecurrentDQN("MlpLstmPolicy", "CartPole-v1", learning_starts=1000, policy_kwargs=dict(lstm_hidden_size=8))
+    with pytest.warns(UserWarning, match="learning_starts=1000: at or above the 200 steps"):
+        model.learn(200)
+
+
 class _Unrecorded(th.nn.Module):
     """A memory with dropout that does not report its masks."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import warnings
 from copy import deepcopy
 from typing import Any
 
@@ -19,6 +20,7 @@ from stable_baselines3.common.type_aliases import RolloutReturn, TrainFreq
 from stable_baselines3.common.utils import obs_as_tensor, should_collect_more_steps
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.checks import check_integer, check_number, check_schedule
 from agents.memory_init import with_horizon
 from agents.off_policy.buffers import SequenceReplayBuffer
 from agents.off_policy.policies import RecurrentOffPolicyPolicy
@@ -44,8 +46,21 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
     def _check_action_space(self) -> None:
         """Overridden where an algorithm takes only some action spaces."""
 
+    def _check_arguments(self) -> None:
+        """ValueError naming the first argument out of its range. Run by :meth:`_setup_model`, so a model
+        loaded with changed arguments (``load(..., gamma=...)``) is checked as a new one is."""
+        check_schedule("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_integer("buffer_size", self.buffer_size)
+        check_integer("learning_starts", self.learning_starts, 0)
+        check_integer("batch_size", self.batch_size)
+        check_number("tau", self.tau, 0.0, 1.0)
+        check_number("gamma", self.gamma, 0.0, 1.0)
+        check_integer("gradient_steps", self.gradient_steps, -1)
+        check_integer("target_update_interval", self.target_update_interval)
+
     def _setup_model(self) -> None:
         self._check_action_space()
+        self._check_arguments()
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(
@@ -66,10 +81,17 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
         return [*super()._excluded_save_params(), "_last_states"]
 
     def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> tuple[int, BaseCallback]:
-        result = super()._setup_learn(total_timesteps, *args, **kwargs)
+        total, callback = super()._setup_learn(total_timesteps, *args, **kwargs)
         if self._last_states is None or self._last_states[0][0].shape[1] != self.n_envs:
             self._last_states = self.policy.zero_states(self.n_envs)
-        return result
+        if self.learning_starts >= total:
+            warnings.warn(
+                f"learning_starts={self.learning_starts}: at or above the {total} steps this learn() call runs to, "
+                "so it takes no gradient step; lower learning_starts or raise total_timesteps",
+                UserWarning,
+                stacklevel=3,
+            )
+        return total, callback
 
     # ------------------------------------------------------------------ acting
     def _explore(self, actions: np.ndarray, learning_starts: int) -> np.ndarray:

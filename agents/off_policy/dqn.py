@@ -13,6 +13,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import LinearSchedule, get_parameters_by_name, polyak_update
 
+from agents.checks import check_number
 from agents.off_policy.base import RecurrentOffPolicyAlgorithm
 from agents.off_policy.buffers import SequenceReplaySamples
 from agents.off_policy.policies import CnnRecurrentDQNPolicy, MultiInputRecurrentDQNPolicy, RecurrentDQNPolicy
@@ -116,6 +117,12 @@ class RecurrentDQN(RecurrentOffPolicyAlgorithm):
                 f"action space {self.action_space}: RecurrentDQN takes Discrete actions; "
                 "for Box actions use RecurrentSAC"
             )
+
+    def _check_arguments(self) -> None:
+        super()._check_arguments()
+        for name in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
+            check_number(name, getattr(self, name), 0.0, 1.0)
+        check_number("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
 
     def _setup_model(self) -> None:
         super()._setup_model()

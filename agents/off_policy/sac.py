@@ -12,6 +12,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import polyak_update
 
+from agents.checks import check_number
 from agents.off_policy.base import RecurrentOffPolicyAlgorithm
 from agents.off_policy.buffers import SequenceReplaySamples
 from agents.off_policy.policies import CnnRecurrentSACPolicy, MultiInputRecurrentSACPolicy, RecurrentSACPolicy
@@ -82,6 +83,17 @@ class RecurrentSAC(RecurrentOffPolicyAlgorithm):
         )  # fmt: skip
         if _init_setup_model:
             self._setup_model()
+
+    def _check_arguments(self) -> None:
+        super()._check_arguments()
+        coef = self.ent_coef
+        if isinstance(coef, str):
+            if not (coef == "auto" or coef.startswith("auto_")):
+                raise ValueError(f"ent_coef={coef!r}: expected 'auto', 'auto_<initial value>' or a number >= 0")
+        else:
+            check_number("ent_coef", coef, 0.0)
+        if self.target_entropy != "auto":
+            check_number("target_entropy", self.target_entropy)
 
     def _setup_model(self) -> None:
         super()._setup_model()

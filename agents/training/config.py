@@ -312,6 +312,12 @@ def check_hyperparams(config: TrainConfig) -> None:
             raise ConfigError(f"policy_kwargs {key}: the memory is set with {flag}, not in --hyperparams")
     for key, value in {**config.algo_kwargs(), **config.algo_kwargs()["policy_kwargs"]}.items():
         resolve(key, value)  # a bad schedule or class name fails here, before anything is built
+    starts = config.algo_kwargs().get("learning_starts")
+    if isinstance(starts, int) and not isinstance(starts, bool) and starts >= config.total_timesteps:
+        raise ConfigError(
+            f"learning_starts={starts}: at or above --total-timesteps {config.total_timesteps}, so the run would take "
+            "no gradient step; expected fewer"
+        )
 
 
 def _number(value: Any) -> Any:
