@@ -43,13 +43,19 @@ def commands() -> list[str]:
 
 
 def tiny(command: str) -> list[str]:
-    """The command with a tiny budget: 64 steps (more than a resumed run has), 2 envs, 1 evaluation episode."""
+    """The command with a tiny budget: 64 steps (more than a resumed run has), 2 envs, 1 evaluation episode, and
+    an off-policy run's learning starting inside it."""
     args = shlex.split(command)[1:]
     if "--total-timesteps" in args:
         i = args.index("--total-timesteps")
         args[i + 1] = "192" if "--resume" in args else "64"
     elif args[0] == "scripts/train.py":
         args += ["--total-timesteps", "64"]
+    if args[0] == "scripts/train.py" and "--algo" in args and args[args.index("--algo") + 1].startswith(("dqn", "sac")):
+        if "--hyperparams" in args:  # learning starts inside the tiny budget
+            args.insert(args.index("--hyperparams") + 1, "learning_starts=16")
+        else:
+            args += ["--hyperparams", "learning_starts=16"]
     if args[0] == "scripts/tune.py":  # one trial of one rollout (the space's largest n_steps x 8 envs)
         args += ["--trials", "1", "--n-timesteps", "1024", "--eval-episodes", "1", "--no-tensorboard"]
     return [sys.executable, *args, *(TINY_TRAIN if args[0] == "scripts/train.py" else [])]
