@@ -5,6 +5,11 @@ with its memory made explicit (SB3 issues #1125, #2099: the state must be an inp
 
     (obs, h, c, episode_start) -> (action, h_out, c_out)
 
+The actor is the on-policy agents' (:class:`agents.CellLstmPolicy`: RecurrentPPO, RecurrentA2C and their
+maskable forms, sb3-contrib's RecurrentPPO models) or the off-policy agents' acting memory
+(:class:`agents.off_policy.RecurrentDQN`'s greedy Q-network, :class:`agents.off_policy.RecurrentSAC`'s
+actor at its mean); the state is the memory ``model.predict`` carries.
+
 ============== ============================== ======= ==============================================
 name           shape                          dtype   meaning
 ============== ============================== ======= ==============================================
@@ -45,7 +50,11 @@ from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
+from agents.off_policy.policies import RecurrentDQNPolicy, RecurrentOffPolicyPolicy
 from agents.policies import STOCK_POLICIES, CellLstmPolicy
+
+#: The policies an exported step can be made of: the on-policy and the off-policy agents'.
+RecurrentPolicy = CellLstmPolicy | RecurrentOffPolicyPolicy
 
 #: Export format -> the file suffix written when no ``--out`` is given.
 FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -76,7 +85,7 @@ def _obs_spaces(space: spaces.Space) -> dict[str, spaces.Space]:
 
 
 class PolicyStep(nn.Module):
-    """One deterministic actor step of a :class:`agents.CellLstmPolicy`, with the state explicit.
+    """One deterministic actor step of a recurrent policy (:data:`RecurrentPolicy`), with the state explicit.
 
     ``forward(*obs, h, c, episode_start) -> (action, h_out, c_out)``; see the module docstring for
     the shapes. The policy is copied to the CPU in float32 and eval mode (no dropout masks act).
@@ -87,12 +96,12 @@ class PolicyStep(nn.Module):
         so the step takes raw observations. None: observations go in as given.
     """
 
-    def __init__(self, policy: CellLstmPolicy, vec_normalize: VecNormalize | None = None) -> None:
+    def __init__(self, policy: RecurrentPolicy, vec_normalize: VecNormalize | None = None) -> None:
         super().__init__()
-        if not isinstance(policy, CellLstmPolicy):
+        if not isinstance(policy, (CellLstmPolicy, RecurrentOffPolicyPolicy)):
             raise ValueError(
-                f"policy: expected a CellLstmPolicy (or CnnCellLstmPolicy, MultiInputCellLstmPolicy), got "
-                f"{type(policy).__name__}"
+                f"policy: expected a recurrent policy of agents (CellLstmPolicy and its Cnn/MultiInput forms, "
+                f"RecurrentDQNPolicy, RecurrentSACPolicy), got {type(policy).__name__}"
             )
         action_space = policy.action_space
         if not isinstance(action_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
@@ -105,9 +114,14 @@ class PolicyStep(nn.Module):
         self.policy.to("cpu", th.float32)
         self.policy.set_training_mode(False)
         self.policy.requires_grad_(False)
-        for memory in self.policy.memories():
-            memory.masks_in_eval = False
-        memory = self.policy.lstm_actor
+        self.off_policy = isinstance(self.policy, RecurrentOffPolicyPolicy)
+        if self.off_policy:
+            memories = [net.memory for net in self.policy.stored_memories()]
+            memory = self.policy.acting_memory().memory
+        else:
+            memories, memory = list(self.policy.memories()), self.policy.lstm_actor
+        for m in memories:
+            m.masks_in_eval = False
         self.n_layers, self.hidden_size = memory.num_layers, memory.hidden_size
         self.carries_c = all("c" in layer.state_names for layer in memory.layers)
         self.obs_inputs = _obs_spaces(policy.observation_space)
@@ -151,24 +165,53 @@ class PolicyStep(nn.Module):
                 scaled = (obs_parts[i] - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}")
                 obs_parts[i] = th.clamp(scaled, -self.clip_obs, self.clip_obs)
         obs = obs_parts[0] if self.keys is None else dict(zip(self.keys, obs_parts, strict=True))
-        policy = self.policy
-        # BasePolicy's extract_features: the actor's extractor alone, with SB3's preprocessing.
-        features = super(ActorCriticPolicy, policy).extract_features(obs, policy.pi_features_extractor)
         # Zero the state of the rows that start an episode, by selection (a NaN must not cross the reset).
         starting = (episode_start != 0).view(1, -1, 1)
         zero = h.new_zeros(())
         h, c = th.where(starting, zero, h), th.where(starting, zero, c)
-        out, (h_out, c_out) = policy.lstm_actor(features.unsqueeze(0), (h, c))  # (1, B, H)
+        action, h_out, c_out = self._act_off_policy(obs, h, c) if self.off_policy else self._act(obs, h, c)
         if not self.carries_c:
             c_out = th.zeros_like(c)  # keeps c an input of the graph, as in model.predict's state
+        return action, h_out, c_out
+
+    def _act(self, obs: th.Tensor | dict[str, th.Tensor], h: th.Tensor, c: th.Tensor) -> tuple[th.Tensor, ...]:
+        """An on-policy actor's step (:class:`agents.CellLstmPolicy`), the state already reset."""
+        policy = self.policy
+        # BasePolicy's extract_features: the actor's extractor alone, with SB3's preprocessing.
+        features = super(ActorCriticPolicy, policy).extract_features(obs, policy.pi_features_extractor)
+        out, (h_out, c_out) = policy.lstm_actor(features.unsqueeze(0), (h, c))  # (1, B, H)
         latent_pi = policy.mlp_extractor.forward_actor(out[0])
         action = policy._get_action_dist_from_latent(latent_pi).get_actions(deterministic=True)
         if isinstance(self.action_space, spaces.Box):
-            if policy.squash_output:  # policy.unscale_action, in torch
-                action = self.low + 0.5 * (action + 1.0) * (self.high - self.low)
-            else:
-                action = th.maximum(th.minimum(action, self.high), self.low)
+            clipped = th.maximum(th.minimum(action, self.high), self.low)
+            action = self._unscale(action) if policy.squash_output else clipped
         return action, h_out, c_out
+
+    def _act_off_policy(
+        self, obs: th.Tensor | dict[str, th.Tensor], h: th.Tensor, c: th.Tensor
+    ) -> tuple[th.Tensor, ...]:
+        """An off-policy actor's step (DQN's greedy action, SAC's mean action), the state already reset."""
+        action, (h_out, c_out) = self.policy.act(obs, (h, c), None, deterministic=True)
+        if isinstance(self.action_space, spaces.Box):  # the actor acts in [-1, 1]; predict unscales
+            action = self._unscale(action)
+        return action, h_out, c_out
+
+    def _unscale(self, action: th.Tensor) -> th.Tensor:
+        """SB3's ``unscale_action`` in torch: [-1, 1] to the Box's bounds."""
+        return self.low + 0.5 * (action + 1.0) * (self.high - self.low)
+
+    def what(self) -> str:
+        """The policy's parts, for messages."""
+        policy = self.policy
+        if self.off_policy:
+            extractor = policy.acting_memory().features_extractor
+            head = "greedy Q-values" if isinstance(policy, RecurrentDQNPolicy) else "SAC actor"
+        else:
+            extractor, head = policy.pi_features_extractor, type(policy.action_dist).__name__
+        return (
+            f"features extractor {type(extractor).__name__}, memory of {self.n_layers} {policy.cell_name!r} cells, "
+            f"{head}"
+        )
 
     # ------------------------------------------------------------------ signature
     def example_inputs(self, batch: int = 2, seed: int = 0) -> tuple[th.Tensor, ...]:
@@ -213,9 +256,9 @@ def describe(step: PolicyStep) -> str:
 
 
 # ---------------------------------------------------------------------- loading
-def policy_from_zip(model: str | Path) -> CellLstmPolicy:
-    """The policy saved in a model ``.zip`` by any of our on-policy algorithms, or by sb3-contrib's
-    RecurrentPPO (whose ``nn.LSTM`` becomes a stack of ``lstm`` cells computing the same thing)."""
+def policy_from_zip(model: str | Path) -> RecurrentPolicy:
+    """The policy saved in a model ``.zip`` by any of our recurrent algorithms (on- and off-policy), or by
+    sb3-contrib's RecurrentPPO (whose ``nn.LSTM`` becomes a stack of ``lstm`` cells computing the same thing)."""
     model = Path(model)
     try:
         data, params, _ = load_from_zip_file(model, device="cpu")
@@ -224,11 +267,11 @@ def policy_from_zip(model: str | Path) -> CellLstmPolicy:
     if not data or "policy_class" not in data or not params or "policy" not in params:
         raise ValueError(f"{str(model)!r}: holds no policy (expected a model saved by model.save)")
     policy_class = STOCK_POLICIES.get(data["policy_class"], data["policy_class"])
-    if not (isinstance(policy_class, type) and issubclass(policy_class, CellLstmPolicy)):
+    if not (isinstance(policy_class, type) and issubclass(policy_class, (CellLstmPolicy, RecurrentOffPolicyPolicy))):
         raise ValueError(
             f"{str(model)!r}: holds a {getattr(policy_class, '__name__', policy_class)}; the export takes the "
-            "recurrent policies (CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy, or sb3-contrib's "
-            "RecurrentPPO policies)"
+            "recurrent policies (CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy, sb3-contrib's "
+            "RecurrentPPO policies, RecurrentDQNPolicy, RecurrentSACPolicy and their Cnn/MultiInput forms)"
         )
     policy = policy_class(
         data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {})
@@ -238,14 +281,6 @@ def policy_from_zip(model: str | Path) -> CellLstmPolicy:
 
 
 # ---------------------------------------------------------------------- export
-def _what(step: PolicyStep) -> str:
-    policy = step.policy
-    return (
-        f"features extractor {type(policy.pi_features_extractor).__name__}, memory of {step.n_layers} "
-        f"{policy.cell_name!r} cells, {type(policy.action_dist).__name__}"
-    )
-
-
 def _dynamic_axes(step: PolicyStep) -> dict[str, dict[int, str]]:
     axes = {name: {0: "B"} for name in step.obs_inputs}
     axes.update(h={1: "B"}, c={1: "B"}, episode_start={0: "B"}, action={0: "B"}, h_out={1: "B"}, c_out={1: "B"})
@@ -268,7 +303,7 @@ def _run_exported(fmt: str, out: Path, step: PolicyStep, inputs: Sequence[th.Ten
 
 
 def export(
-    policy: CellLstmPolicy | PolicyStep,
+    policy: RecurrentPolicy | PolicyStep,
     path: str | Path,
     fmt: str = "onnx",
     vec_normalize: VecNormalize | None = None,
@@ -308,7 +343,7 @@ def export(
                 )  # fmt: skip
                 out.write_bytes(buffer.getvalue())
         except Exception as e:
-            raise ValueError(f"cannot export this policy to {fmt} ({_what(step)}): {type(e).__name__}: {e}") from e
+            raise ValueError(f"cannot export this policy to {fmt} ({step.what()}): {type(e).__name__}: {e}") from e
         check = step.example_inputs(batch=3, seed=1)
         expected = [t.numpy() for t in step(*check)]
         got = _run_exported(fmt, out, step, check)
@@ -316,7 +351,7 @@ def export(
         for name, a, b in zip(step.output_names(), expected, got, strict=True):
             if a.shape != b.shape or not np.allclose(a, b, atol=CHECK_ATOL):
                 raise RuntimeError(
-                    f"the exported {fmt} step differs from the policy on output {name!r} ({_what(step)}): "
+                    f"the exported {fmt} step differs from the policy on output {name!r} ({step.what()}): "
                     "some part of the policy does not trace faithfully"
                 )
     return out

@@ -1,6 +1,7 @@
 """Export of trained recurrent policies: the ONNX graph (run by onnxruntime) and the TorchScript module
 reproduce ``model.predict``'s actions and states over whole episodes, for every registry cell, image
-and Dict observations, stacked layers and baked-in observation normalisation; bad input is refused."""
+and Dict observations, stacked layers, baked-in observation normalisation, and the off-policy agents'
+actors (DQN's greedy Q-network, SAC's mean action, Box and Discrete); bad input is refused."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents import RecurrentA2C, RecurrentPPO
 from agents.export import FORMATS, PolicyStep, describe, export
+from agents.off_policy import RecurrentDQN, RecurrentSAC
 from agents.training.export import load_policy, main
 from rl_lstm import CELLS
 from tests.cue_envs import CueEnv
@@ -190,6 +192,44 @@ def test_a_nan_stays_in_its_episode(name, fmt, tmp_path):
         np.testing.assert_allclose(c_next[:, 0], c_fresh[:, 0], atol=ATOL)
 
 
+# ---------------------------------------------------------------------- off-policy actors
+def _pendulum(n_envs: int, seed: int) -> VecEnv:
+    """Pendulum cut at 9 steps (Box actions in [-2, 2]), episode starts inside every run."""
+    return make_vec_env(lambda: gym.make("Pendulum-v1", max_episode_steps=9), n_envs=n_envs, seed=seed)
+
+
+def _off_policy(algo, env, **policy_kwargs):
+    """An off-policy model after a few gradient steps (its parameters moved off their initialisation)."""
+    model = algo("MlpLstmPolicy", env, learning_starts=16, batch_size=4, seq_len=4, burn_in=1, seed=0, device="cpu",
+                 policy_kwargs=dict(lstm_hidden_size=8, net_arch=[8], **policy_kwargs))  # fmt: skip
+    model.learn(48)
+    return model
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize(
+    "algo, make_env, cell",
+    [(RecurrentDQN, _cartpole, "lstm"), (RecurrentDQN, _cartpole, "ln-gru"), (RecurrentSAC, _pendulum, "gal"),
+     (RecurrentSAC, _pendulum, "gru"), (RecurrentSAC, _cartpole, "lstm")],
+)  # fmt: skip
+def test_off_policy_actors_round_trip_whole_episodes(algo, make_env, cell, fmt, tmp_path):
+    """DQN's greedy action, SAC's mean action (unscaled to Pendulum's bounds; discrete SAC's most likely
+    action), and the acting memory's state, as ``model.predict(..., deterministic=True)`` gives them."""
+    model = _off_policy(algo, make_env(n_envs=3, seed=1), cell=cell)
+    assert _roundtrip(model, fmt, tmp_path, steps=20) >= 3
+
+
+def test_an_off_policy_run_folder_exports(tmp_path, capsys):
+    model = _off_policy(RecurrentSAC, _pendulum(n_envs=2, seed=0), cell="lstm")
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.zip")
+    assert main([str(tmp_path / "run"), "--format", "torchscript"]) == 0
+    printed = capsys.readouterr().out
+    assert (tmp_path / "run" / "model.pt").is_file() and "action: float32 (B, 1)" in printed
+    policy, _ = load_policy(tmp_path / "run")
+    assert type(policy) is type(model.policy)
+
+
 # ---------------------------------------------------------------------- run folders and the command line
 def _run_dir(tmp_path, **policy_kwargs) -> Path:
     vec = VecNormalize(_cartpole(n_envs=2, seed=0))
@@ -266,7 +306,7 @@ def test_a_model_without_a_recurrent_policy_is_refused(tmp_path):
     from stable_baselines3 import PPO
 
     PPO("MlpPolicy", "CartPole-v1", n_steps=8, device="cpu").save(tmp_path / "ppo.zip")
-    with pytest.raises(ValueError, match="holds a ActorCriticPolicy; the export takes the recurrent policies"):
+    with pytest.raises(ValueError, match="holds a ActorCriticPolicy; the export takes the recurrent policies.*DQN"):
         load_policy(tmp_path / "ppo.zip")
 
 

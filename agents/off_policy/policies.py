@@ -95,10 +95,12 @@ class MemoryNet(nn.Module):
         return th.cat([first, rest])
 
     def step(
-        self, obs: PyTorchObs, state: Hidden, episode_starts: th.Tensor, policy: BasePolicy
+        self, obs: PyTorchObs, state: Hidden, episode_starts: th.Tensor | None, policy: BasePolicy
     ) -> tuple[th.Tensor, Hidden]:
-        """One step of ``n`` environments: obs ``(n, *shape)``, episode_starts ``(n,)`` -> ``(n, H)``, state."""
-        out, state = self.memory(self.features(obs, policy)[None], state, episode_starts[None])
+        """One step of ``n`` environments: obs ``(n, *shape)``, episode_starts ``(n,)`` (None: no row starts)
+        -> ``(n, H)``, state."""
+        starts = None if episode_starts is None else episode_starts[None]
+        out, state = self.memory(self.features(obs, policy)[None], state, starts)
         return out[0], state
 
 
@@ -166,6 +168,8 @@ class RecurrentOffPolicyPolicy(BasePolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(self._constructor_kwargs())
+        # As SB3's DQNPolicy and ActorCriticPolicy: enough to rebuild the policy alone (BasePolicy.load).
+        data["lr_schedule"] = self._dummy_schedule
         return data
 
     def make_memory_net(self) -> MemoryNet:
@@ -208,10 +212,15 @@ class RecurrentOffPolicyPolicy(BasePolicy):
         return [(zeros, zeros) for _ in self.stored_memories()]
 
     def act(
-        self, obs: PyTorchObs, state: Hidden, episode_starts: th.Tensor, deterministic: bool
+        self, obs: PyTorchObs, state: Hidden, episode_starts: th.Tensor | None, deterministic: bool
     ) -> tuple[th.Tensor, Hidden]:
         """Actions for one step of ``n`` environments, from the acting memory (as the buffer stores
-        them: Box actions in [-1, 1]), and its new state."""
+        them: Box actions in [-1, 1]), and its new state; ``episode_starts`` None: no row starts."""
+        latent, state = self.acting_memory().step(obs, state, episode_starts, self)
+        return self.action_from_latent(latent, deterministic), state
+
+    def action_from_latent(self, latent: th.Tensor, deterministic: bool) -> th.Tensor:
+        """The action for the acting memory's latents ``(n, H)``."""
         raise NotImplementedError
 
     def predict(  # type: ignore[override]
@@ -287,15 +296,8 @@ class RecurrentDQNPolicy(RecurrentOffPolicyPolicy):
         self.q_net.train(mode)
         self.training = mode
 
-    def q_values_step(self, obs: PyTorchObs, state: Hidden, episode_starts: th.Tensor) -> tuple[th.Tensor, Hidden]:
-        latent, state = self.q_net.net.step(obs, state, episode_starts, self)
-        return self.q_net.head(latent), state
-
-    def act(
-        self, obs: PyTorchObs, state: Hidden, episode_starts: th.Tensor, deterministic: bool
-    ) -> tuple[th.Tensor, Hidden]:
-        q, state = self.q_values_step(obs, state, episode_starts)
-        return q.argmax(-1), state
+    def action_from_latent(self, latent: th.Tensor, deterministic: bool) -> th.Tensor:
+        return self.q_net.head(latent).argmax(-1)  # greedy; exploration is the algorithm's
 
     def q_values(self, network: QNetwork, data: Any, burn_in: int) -> th.Tensor:
         """Q-values ``(L + 1, n, n_actions)`` of every position of a batch of windows."""
@@ -416,11 +418,8 @@ class RecurrentSACPolicy(RecurrentOffPolicyPolicy):
         dist = self.actor.distribution.proba_distribution(mean, log_std)
         return dist.log_prob(actions.reshape(mean.shape)).reshape(lead)
 
-    def act(
-        self, obs: PyTorchObs, state: Hidden, episode_starts: th.Tensor, deterministic: bool
-    ) -> tuple[th.Tensor, Hidden]:
-        latent, state = self.actor.net.step(obs, state, episode_starts, self)
-        return self.sample(latent, deterministic)[0], state
+    def action_from_latent(self, latent: th.Tensor, deterministic: bool) -> th.Tensor:
+        return self.sample(latent, deterministic)[0]
 
     # ------------------------------------------------------------------ critic
     def q(self, critic: _SACCritic, latent: th.Tensor, actions: th.Tensor | None = None) -> tuple[th.Tensor, th.Tensor]:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from stable_baselines3.common.vec_env import VecNormalize
 
-from agents.export import FORMATS, PolicyStep, describe, export, policy_from_zip
-from agents.policies import CellLstmPolicy
+from agents.export import FORMATS, PolicyStep, RecurrentPolicy, describe, export, policy_from_zip
 from agents.training.checkpoints import STATS_ENTRY, vecnormalize_path
 
 
@@ -38,9 +37,9 @@ def saved_statistics(model: Path) -> VecNormalize | None:
         return pickle.load(f)
 
 
-def load_policy(path: str | Path) -> tuple[CellLstmPolicy, VecNormalize | None]:
-    """The policy saved in a run folder or model ``.zip`` (by any of our algorithms, or sb3-contrib's
-    RecurrentPPO) and the VecNormalize statistics saved with it, or None."""
+def load_policy(path: str | Path) -> tuple[RecurrentPolicy, VecNormalize | None]:
+    """The policy saved in a run folder or model ``.zip`` (by any of our recurrent algorithms, PPO, A2C, DQN
+    and SAC, or sb3-contrib's RecurrentPPO) and the VecNormalize statistics saved with it, or None."""
     model = resolve_model(path)
     policy = policy_from_zip(model)
     return policy, saved_statistics(model)
