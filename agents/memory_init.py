@@ -2,22 +2,27 @@
 
 At PyTorch's initial gate biases (about 0) an LSTM unit keeps half its cell per step: the trace of a cue, and
 the gradient that would teach the memory to keep it, fade as ``0.5^t``. Measured on the memory ladder
-(README, "Long memory"): recurrent PPO at PyTorch's initialisation stays at chance on Recall at 20, 50 and
-100 steps; with chrono initialisation over the task's horizon it solves all three.
+(docs/memory/memory_init.md): recurrent PPO at PyTorch's initialisation stays at chance on Recall at 20, 50
+and 100 steps; with memory times spread over the task's horizon it solves all three, and keeps the short
+memories that a task like CartPoleNoVel needs.
 
 ``memory_init`` (a keyword of every recurrent policy, on-policy and off-policy alike):
 
-- None (the default): ``"chrono"`` for every memory that has a keep gate or a decay
+- None (the default): ``"spread"`` for every memory that has a keep gate or a decay
   (:attr:`rl_lstm.RecurrentLayer.keep_gate`), and the cell's own initialisation for one that has none
   (the plain RNN).
-- ``"chrono"``: memory times drawn uniformly in ``[2, horizon]`` steps, unit by unit (Tallec & Ollivier
-  2018's forget bias ``log U(1, horizon - 1)``), with the input gates left as PyTorch starts them: chrono
-  initialisation's closed input gates (``-log U(...)``) kept the cue out (Recall-L100 at chance).
+- ``"spread"``: memory times drawn log-uniformly in ``[2, horizon]`` steps, unit by unit: as many units
+  remember 2-4 steps as 25-50 or 250-500, so short dependencies keep their units while the longest
+  reaches the horizon. The input gates stay as PyTorch starts them.
+- ``"chrono"``: memory times drawn uniformly in ``[2, horizon]`` steps (Tallec & Ollivier 2018's forget
+  bias ``log U(1, horizon - 1)``), the input gates as PyTorch starts them (chrono initialisation's closed
+  input gates, ``-log U(...)``, kept the cue out: Recall-L100 at chance). Over a long horizon nearly every
+  unit is slow: CartPoleNoVel-v1 (500 steps) fell from 500 to 120-450 at 50k steps.
 - ``"torch"``: the cells' own initialisation (``nn.LSTM``'s for the LSTM family), as before.
 - a number ``b``: every unit's keep gate at bias ``b`` (memory time ``1 + e^b`` steps).
 
-``memory_horizon``: the longest dependency expected, in steps (an int >= 2), for ``"chrono"``. None: the
-algorithm's :func:`default_horizon` (the environment's episode limit where it has one, else the longest
+``memory_horizon``: the longest dependency expected, in steps (an int >= 2), for ``"spread"`` and ``"chrono"``.
+None: the algorithm's :func:`default_horizon` (the environment's episode limit where it has one, else the longest
 stretch the update backpropagates through), or :data:`FALLBACK_HORIZON` where the policy is built alone.
 """
 
@@ -33,9 +38,11 @@ from torch import nn
 from rl_lstm import CELLS, cell_class
 
 #: What ``memory_init=None`` means.
-DEFAULT = "chrono"
-NAMED = ("chrono", "torch")
-#: The horizon of ``"chrono"`` when neither the user nor the algorithm gives one: sb3-contrib's n_steps.
+DEFAULT = "spread"
+#: The named choices; what draws memory times (all but ``"torch"``).
+NAMED = ("spread", "chrono", "torch")
+#: The horizon of ``"spread"`` and ``"chrono"`` when neither the user nor the algorithm gives one (sb3-contrib's
+#: n_steps).
 FALLBACK_HORIZON = 128
 
 
@@ -45,11 +52,12 @@ def keep_cells() -> list[str]:
 
 
 def check_memory_init(value: Any, cell: str) -> str | float | None:
-    """``value`` for a memory of ``cell``, checked: None, ``"chrono"``, ``"torch"`` or a finite number; a
+    """``value`` for a memory of ``cell``, checked: None, ``"spread"``, ``"chrono"``, ``"torch"`` or a finite number; a
     choice that sets a keep gate on a cell without one is a ValueError naming the cells it applies to."""
     if value is None or value == "torch":
         return value
-    if value == "chrono" or (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)):
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if number or (isinstance(value, str) and value in NAMED):
         if cell_class(cell).keep_gate is None:
             raise ValueError(
                 f"memory_init={value!r}: cell {cell!r} has no keep gate or decay to initialise; it applies to "
@@ -57,8 +65,8 @@ def check_memory_init(value: Any, cell: str) -> str | float | None:
             )
         return value if isinstance(value, str) else float(value)
     raise ValueError(
-        f"memory_init={value!r}: expected None (the default: 'chrono' where the memory has a keep gate), 'chrono', "
-        "'torch' (the cells' own initialisation) or a number (the keep gate's bias)"
+        f"memory_init={value!r}: expected None (the default: 'spread' where the memory has a keep gate), 'spread', "
+        "'chrono', 'torch' (the cells' own initialisation) or a number (the keep gate's bias)"
     )
 
 
@@ -96,10 +104,13 @@ def with_horizon(policy_kwargs: dict[str, Any], env: Any, backprop_steps: int | 
 
 
 def memory_times(memory_init: str | float, units: int, horizon: int) -> th.Tensor:
-    """``units`` memory times for ``memory_init`` (``"chrono"`` or a bias); draws from torch's global
-    generator (seeded by the algorithm)."""
+    """``units`` memory times for ``memory_init`` (``"spread"``, ``"chrono"`` or a bias); draws from torch's
+    global generator (seeded by the algorithm)."""
+    top = float(max(horizon, 2)) + 1e-9
+    if memory_init == "spread":
+        return th.empty(units, dtype=th.float64).uniform_(math.log(2.0), math.log(top)).exp()
     if memory_init == "chrono":
-        return th.empty(units, dtype=th.float64).uniform_(2.0, float(max(horizon, 2)) + 1e-9)
+        return th.empty(units, dtype=th.float64).uniform_(2.0, top)
     return th.full((units,), 1.0 + math.exp(float(memory_init)), dtype=th.float64)
 
 

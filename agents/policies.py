@@ -112,10 +112,10 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
     :param ln_preact: LayerNorm cells only: normalise the gate pre-activations too.
     :param learnable: LayerNorm cells only: learn the LayerNorm gains and biases.
     :param memory_init: how the memories' keep gates (forget gates, update gates, decays) start
-        (:mod:`agents.memory_init`): None (the default: ``"chrono"`` where the memory has one),
-        ``"chrono"`` (memory times uniform over 2 .. ``memory_horizon`` steps), ``"torch"`` (the cells'
-        own initialisation) or a number (every keep gate's bias).
-    :param memory_horizon: the longest dependency expected, in steps, for ``"chrono"``; None: the
+        (:mod:`agents.memory_init`): None (the default: ``"spread"`` where the memory has one),
+        ``"spread"`` (memory times log-uniform over 2 .. ``memory_horizon`` steps), ``"chrono"`` (uniform),
+        ``"torch"`` (the cells' own initialisation) or a number (every keep gate's bias).
+    :param memory_horizon: the longest dependency expected, in steps, for ``"spread"`` and ``"chrono"``; None: the
         algorithm's (the environment's episode limit, else its update's reach), else 128.
     :param chrono_init: deprecated: ``memory_init="chrono", memory_horizon=chrono_init``.
 

@@ -35,8 +35,9 @@ def test_the_defaults_carry_a_cue_across_twenty_blank_steps(tmp_path):
     """Recall-L20-v0 at the command line's defaults for an unknown task (`train.py --env Recall-L20-v0
     --total-timesteps 100000`): a cue, 20 blank steps, then the answer; a memoryless policy is right for one
     cue in 4 (0.25 exactly, balanced cues). At PyTorch's initial gate biases recurrent PPO stayed at 0.25;
-    with the agents' default memory initialisation (chrono over the episode's 22 steps) it reached 1.00 on
-    seeds 0, 1 and 2 (docs/memory/memory_init.md). Judged on the best of the evaluations every 10k steps."""
+    with the agents' default memory initialisation (memory times spread over the episode's 22 steps) it
+    reached 1.00 on seeds 0, 1 and 2 (docs/memory/memory_init.md). Judged on the best of the evaluations every
+    10k steps."""
     common = dict(env="Recall-L20-v0", total_timesteps=100_000, seed=1, eval_episodes=40, eval_freq=10_000,
                   tensorboard=False)  # fmt: skip
     recurrent = train(TrainConfig(**common), tmp_path / "lstm", log=lambda s: None)

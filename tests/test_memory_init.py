@@ -3,6 +3,8 @@ them (agents.memory_init), on-policy and off-policy."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
@@ -79,14 +81,14 @@ def _keep(layer) -> th.Tensor:  # noqa: ANN001
     return th.sigmoid((layer.bias_ih + layer.bias_hh)[h : 2 * h]).detach()
 
 
-def test_ppo_defaults_to_chrono_over_the_episode_limit():
+def test_ppo_defaults_to_spread_memory_times_over_the_episode_limit():
     """Recall-L50-v0's episodes last 52 steps: the memory times spread over 2..52 steps (keep 1 - 1/tau)."""
     model = RecurrentPPO("MlpLstmPolicy", make_vec_env("Recall-L50-v0", n_envs=2), n_steps=16, batch_size=32,
                          seed=0, policy_kwargs=SMALL)  # fmt: skip
     assert model.policy.memory_horizon == 52 and model.policy.memory_init is None
     for memory in model.policy.memories():
         times = 1 / (1 - _keep(memory.layers[0]))
-        assert times.min() >= 2 - 1e-3 and times.max() <= 52 + 1e-2 and times.std() > 5
+        assert times.min() >= 2 - 1e-3 and times.max() <= 52 + 1e-2 and times.std() > 2
     # Without an episode limit the horizon is the update's reach (n_steps); the user's value wins.
     from gymnasium.wrappers import TimeLimit  # noqa: F401
 
@@ -164,6 +166,22 @@ def test_a_model_saved_before_the_option_loads_and_acts_the_same(tmp_path):
     a, _ = model.predict(obs, deterministic=True)
     b, _ = loaded.predict(obs, deterministic=True)
     assert (a == b).all()
+
+
+@pytest.mark.parametrize(
+    "choice, median, below_10",
+    [("spread", (2 * 500) ** 0.5, math.log(5) / math.log(250)), ("chrono", (2 + 500) / 2, 8 / 498)],
+)
+def test_the_times_are_spread_as_named(choice, median, below_10):
+    """'spread': log-uniform over 2..T (as many units per octave: the median is sqrt(2T), a share log 5 / log
+    (T/2) remembers under 10 steps); 'chrono': uniform (Tallec & Ollivier: nearly every unit slow at T=500)."""
+    from agents.memory_init import memory_times
+
+    th.manual_seed(0)
+    times = memory_times(choice, 100_000, 500)
+    assert times.min() >= 2 and times.max() <= 500
+    assert abs(float(times.median()) / median - 1) < 0.03
+    assert abs(float((times < 10).double().mean()) - below_10) < 0.01
 
 
 def test_fallback_horizon_where_nothing_gives_one():
