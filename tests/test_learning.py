@@ -50,7 +50,7 @@ def test_the_defaults_carry_a_cue_across_twenty_blank_steps(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cli_default_solves_cartpole_with_gal(seed, tmp_path):
-    """The Quick start's run (`--env CartPole-v1 --cell gal`, 100k steps, dropout 0.1) reaches 450."""
+    """The Quick start's run (`--env CartPole-v1 --cell gal`, the entry's 200k steps, dropout 0.1) reaches 450."""
     record = train(TrainConfig(cell="gal", dropout=0.1, seed=seed, tensorboard=False), tmp_path, log=lambda s: None)
     assert record["mean_return"] >= 450, record
 

@@ -61,6 +61,27 @@ def test_hyperparameter_entries():
             config.resolved_algo_kwargs()
 
 
+def test_the_entry_gives_the_budget_where_the_run_does_not(monkeypatch, capsys):
+    """rl-baselines3-zoo's n_timesteps: CartPole-v1's entry asks for 200k steps (the Quick start's run), a task
+    without an entry gets 100k, --total-timesteps wins; the help states the rule, not one task's number."""
+    from agents.training import config as config_module
+    from agents.training.cli import build_parser
+
+    assert TrainConfig().total_timesteps == 200_000 == TrainConfig(env="CartPole-v1").total_timesteps
+    assert TrainConfig(env="Recall-L20-v0").total_timesteps == config_module.DEFAULT_BUDGET == 100_000
+    assert TrainConfig(total_timesteps=64).total_timesteps == 64
+    assert "n_timesteps" not in TrainConfig().algo_kwargs()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    assert "default: the environment's hyperparameter entry (n_timesteps), else 100000" in " ".join(
+        capsys.readouterr().out.split()
+    )
+    for bad in (0, 1.5, "many", True):
+        monkeypatch.setattr(config_module, "entry_for", lambda algo, env, bad=bad: ("Odd-v0", {"n_timesteps": bad}))
+        with pytest.raises(ConfigError, match=rf"ppo.yml entry 'Odd-v0': n_timesteps={bad!r}: expected a positive"):
+            TrainConfig(env="Odd-v0")
+
+
 @pytest.mark.parametrize("ours, stock", [(RecurrentPPO, SB3RecurrentPPO), (RecurrentA2C, A2C)])
 def test_default_entries_are_the_stock_defaults(ours, stock):
     """The 'default' entries are empty: a new task starts from the algorithms' own defaults, which are

@@ -39,14 +39,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         meta = f.metadata
         flag = meta.get("flag", "--" + f.name.replace("_", "-"))
-        default = getattr(defaults, f.name)
+        # The field's own default (a budget of None is resolved per environment), else the factory's value.
+        default = f.default if f.default is not dataclasses.MISSING else getattr(defaults, f.name)
         shown = "" if default in (None, [], {}) else f" (default: {default})"
         kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=meta["help"] + shown)
         if "metavar" in meta:
             kwargs["metavar"] = meta["metavar"]
         if f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif f.type == "int":
+        elif f.type in ("int", "int | None"):
             kwargs["type"] = integer_arg(meta.get("minimum"))
         elif f.type == "float | None":
             kwargs["type"] = probability

@@ -52,6 +52,9 @@ NORMALIZE = {
     "obs-reward": "observations and rewards (VecNormalize's defaults; the zoo's normalize: true)",
 }
 
+#: The budget of a run whose environment's hyperparameter entry gives none (``n_timesteps``).
+DEFAULT_BUDGET = 100_000
+
 # Arguments of the algorithms that the run sets itself, each with the flag to use instead.
 RESERVED = {"seed": "--seed", "device": "--device", "tensorboard_log": "--tensorboard", "verbose": None,
             "policy": "--algo", "env": "--env", "_init_setup_model": None}  # fmt: skip
@@ -79,7 +82,10 @@ class TrainConfig:
     )  # fmt: skip
     hidden_size: int = option(64, "Hidden units of the memory.", minimum=1)
     n_envs: int = option(8, "Parallel environments.", minimum=1)
-    total_timesteps: int = option(100_000, "Environment steps to train for (over all environments).", minimum=1)
+    total_timesteps: int | None = option(
+        None, "Environment steps to train for (over all environments); default: the environment's hyperparameter "
+        f"entry (n_timesteps), else {DEFAULT_BUDGET}.", minimum=1,
+    )  # fmt: skip
     seed: int = option(0, "Random seed (environments, torch, numpy).", minimum=0)
     eval_episodes: int = option(20, "Episodes of the final deterministic evaluation (and of each periodic one).",
                                 minimum=1)  # fmt: skip
@@ -116,6 +122,22 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.normalize, bool):  # config.yaml of earlier runs, and the zoo's spelling
             self.normalize = "obs-reward" if self.normalize else "none"
+        if self.total_timesteps is None:
+            self.total_timesteps = self.entry_budget()
+
+    def entry_budget(self) -> int:
+        """The budget of the environment's hyperparameter entry (rl-baselines3-zoo's ``n_timesteps``), else
+        :data:`DEFAULT_BUDGET`; a value that is not a positive whole number is a ConfigError naming the entry."""
+        if self.algo not in ALGOS:  # check_config names it
+            return DEFAULT_BUDGET
+        name, entry = self.hyperparams_entry()
+        value = entry.get("n_timesteps", DEFAULT_BUDGET)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1 or value != int(value):
+            raise ConfigError(
+                f"{ALGOS[self.algo].hyperparams or self.algo}.yml entry {name!r}: n_timesteps={value!r}: expected a "
+                "positive whole number of steps"
+            )
+        return int(value)
 
     @property
     def cell_dropout(self) -> float:

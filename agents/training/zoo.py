@@ -15,7 +15,7 @@ import yaml
 HYPERPARAMS_DIR = Path(__file__).with_name("hyperparams")
 
 #: Keys of an entry that are settings of the run rather than arguments of the algorithm.
-RUN_KEYS = ("normalize",)
+RUN_KEYS = ("normalize", "n_timesteps")
 
 
 @functools.cache
