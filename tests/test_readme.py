@@ -6,6 +6,7 @@ Ray section needs a cluster and is left to tests/test_sweep_ray.py.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -87,5 +88,18 @@ def test_readme_command_runs(command, tmp_path):
 @pytest.mark.parametrize("code", [code for _, code in blocks("python")], ids=lambda c: c.split("\n", 1)[0][:40])
 def test_readme_python_block_runs(code, tmp_path):
     code = re.sub(r"\.learn\(\s*[\d_]+", ".learn(256", code)  # a tiny budget for training examples
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one torch thread per test process (two run side by side)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                          env=env)  # fmt: skip
     assert proc.returncode == 0, f"{code}\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.learning
+def test_the_masked_recall_block_returns_what_it_says():
+    """The invalid-action masking block, at its own budget (8192 steps, seeded): it says "return 1"."""
+    (code,) = [code for title, code in blocks("python") if "MaskedRecall-v0" in code]
+    assert "return 1" in code
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core, as the block's timing says and beside other tests
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) == 1.0, proc.stdout
