@@ -1,9 +1,11 @@
-"""SB3 recurrent actor-critic policies and algorithms whose memory is a stack of ``rl_lstm`` cells."""
+"""SB3 recurrent algorithms whose memory is a stack of ``rl_lstm`` cells: on-policy (RecurrentPPO, RecurrentA2C
+and their maskable forms) and off-policy (RecurrentDQN, RecurrentSAC, from :mod:`agents.off_policy`)."""
 
 from agents.a2c import RecurrentA2C
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
 from agents.maskable import MaskableRecurrentA2C, MaskableRecurrentPPO
 from agents.memory import MemoryStack
+from agents.off_policy import RecurrentDQN, RecurrentSAC
 from agents.on_policy import RecurrentOnPolicyAlgorithm
 from agents.policies import CellLstmPolicy, CnnCellLstmPolicy, MultiInputCellLstmPolicy
 from agents.ppo import RecurrentPPO
@@ -27,8 +29,10 @@ __all__ = [
     "RNNMasks",
     "RNNStates",
     "RecurrentA2C",
+    "RecurrentDQN",
     "RecurrentOnPolicyAlgorithm",
     "RecurrentPPO",
+    "RecurrentSAC",
     "SequenceDictRolloutBuffer",
     "SequenceRolloutBuffer",
     "SequenceSamples",
