@@ -81,6 +81,38 @@ def test_buffer_bytes_per_step() -> None:
     assert buffer.nbytes == per_step * 1000
     # the figure the docstring and the README give: 2 memories of 64 units, 3 float32 observations
     assert bytes_per_step(OBS, spaces.Box(-1, 1, (1,)), 64, n_memories=2) == 1069
+    # the lean replay keeps one state in 4: under a third of the bytes
+    assert bytes_per_step(OBS, spaces.Box(-1, 1, (1,)), 64, n_memories=2, state_stride=4) == 301
+    lean = SequenceReplayBuffer(1000, OBS, spaces.Box(-1, 1, (1,)), 64, seq_len=8, n_envs=2, mask_widths=(0, 0),
+                                state_stride=4, device="cpu")  # fmt: skip
+    assert lean.nbytes == 301 * 1000
+
+
+def test_lean_windows_start_at_a_kept_state_or_an_episode_start() -> None:
+    """With state_stride=k a window's burn-in starts at a step whose state is kept, or at its episode's first
+    step (state zero); every step is still a loss step of some window."""
+    buffer = SequenceReplayBuffer(120, OBS, spaces.Discrete(2), 2, seq_len=6, burn_in=2, n_envs=2, state_stride=3,
+                                  device="cpu")  # fmt: skip
+    rng = np.random.default_rng(0)
+    steps = np.zeros(2, dtype=int)
+    for t in range(200):  # episodes of random lengths; the state before step t is t everywhere
+        start = steps == 0
+        done = rng.random(2) < 0.08
+        state = th.full((1, 2, 2), float(t))
+        buffer.add(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 1)), np.zeros(2), done, [{}, {}],
+                   episode_start=start, states=[(state, state)], masks=[None])  # fmt: skip
+        steps = np.where(done, 0, steps + 1)
+    np.random.seed(0)  # noqa: NPY002
+    index, env, back, _ = buffer._draw(2000)
+    in_episode = buffer.episode_steps[index, env]
+    first = (index - back) % buffer.buffer_size
+    assert np.all((back == in_episode) | ((back == 2) & (first % 3 == 0)))
+    assert np.all(back == np.minimum(2, in_episode))
+    covered = {((i + p) % buffer.buffer_size, e) for i, e in zip(index, env, strict=True) for p in range(4)}
+    stored = {(i, e) for i in range(buffer.size()) for e in range(2)}
+    assert len(stored - covered) <= 2 * 2  # every step is a loss step of some window, but the oldest burn_in steps
+    data = buffer.sample(64)
+    assert data.observations.shape[0] == buffer.seq_len + 1 == 7
 
 
 @pytest.mark.parametrize(
@@ -89,6 +121,8 @@ def test_buffer_bytes_per_step() -> None:
         (dict(buffer_size=50, seq_len=32, n_envs=2), "buffer_size=50"),
         (dict(buffer_size=1000, seq_len=8, burn_in=8), "burn_in=8"),
         (dict(buffer_size=1000, seq_len=0), "seq_len=0"),
+        (dict(buffer_size=1000, seq_len=8, burn_in=4, state_stride=5), "state_stride=5: expected at most"),
+        (dict(buffer_size=1000, seq_len=8, state_stride=0), "state_stride=0: expected a positive integer"),
     ],
 )
 def test_bad_buffer_arguments(kwargs: dict, match: str) -> None:
@@ -190,10 +224,14 @@ CELL_CASES = [
 ]
 
 
+@pytest.mark.parametrize("state_stride", [1, 3])
 @pytest.mark.parametrize("policy_kwargs", CELL_CASES, ids=lambda k: k["cell"])
-def test_dqn_replays_collected_q_values(policy_kwargs: dict) -> None:
+def test_dqn_replays_collected_q_values(policy_kwargs: dict, state_stride: int) -> None:
+    """The windows' Q-values are the collected ones, with every state kept and with one in three (the lean
+    replay's burn-in reaches back to a kept state)."""
     env = make_vec_env("CartPole-v1", n_envs=3, seed=0, env_kwargs=dict(max_episode_steps=25))
     model = RecurrentDQN("MlpLstmPolicy", env, learning_starts=10_000, seq_len=12, burn_in=4, seed=0,
+                         state_stride=state_stride,
                          policy_kwargs=dict(lstm_hidden_size=16, **policy_kwargs))  # fmt: skip
 
     def record(policy, obs, states, starts, masks):  # noqa: ANN001, ANN202
@@ -217,11 +255,13 @@ def test_dqn_replays_collected_q_values(policy_kwargs: dict) -> None:
     assert model.state_drift(model.policy.q_net.net, data) < 1e-5
 
 
+@pytest.mark.parametrize("state_stride", [1, 2])
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
 @pytest.mark.parametrize("share_memory", [False, True])
-def test_sac_replays_collected_log_probabilities(env_id: str, share_memory: bool) -> None:
+def test_sac_replays_collected_log_probabilities(env_id: str, share_memory: bool, state_stride: int) -> None:
     env = make_vec_env(env_id, n_envs=2, seed=1, env_kwargs=dict(max_episode_steps=20))
     model = RecurrentSAC("MlpLstmPolicy", env, learning_starts=10_000, seq_len=10, burn_in=3, seed=1,
+                         state_stride=state_stride,
                          policy_kwargs=dict(cell="gal", dropout=0.3, lstm_hidden_size=16,
                                             share_memory=share_memory))  # fmt: skip
     discrete = env_id == "CartPole-v1"

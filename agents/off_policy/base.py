@@ -31,15 +31,18 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
     environments, in eval mode with the memories' dropout masks on (per-episode masks resampled when
     each environment starts an episode), and stores in a :class:`SequenceReplayBuffer` the state of
     every memory before each step and the masks it used. ``seq_len`` and ``burn_in`` shape the replayed
-    windows (see :mod:`agents.off_policy.buffers`); ``batch_size`` counts windows.
+    windows (see :mod:`agents.off_policy.buffers`); ``batch_size`` counts windows; ``state_stride=k`` keeps
+    the memory states of one step in k (a lean replay: 301 bytes a step instead of 1,069 at k=4 with two
+    64-unit memories), the windows starting where a state is kept.
     """
 
     policy: RecurrentOffPolicyPolicy
     replay_buffer: SequenceReplayBuffer
 
-    def __init__(self, *args: Any, seq_len: int = 32, burn_in: int = 8, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, seq_len: int = 32, burn_in: int = 8, state_stride: int = 1, **kwargs: Any) -> None:
         self.seq_len = seq_len
         self.burn_in = burn_in
+        self.state_stride = state_stride
         self._last_states: list[tuple[th.Tensor, th.Tensor]] | None = None
         super().__init__(*args, **kwargs)
 
@@ -57,6 +60,7 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
         check_number("gamma", self.gamma, 0.0, 1.0)
         check_integer("gradient_steps", self.gradient_steps, -1)
         check_integer("target_update_interval", self.target_update_interval)
+        check_integer("state_stride", self.state_stride)
 
     def _setup_model(self) -> None:
         self._check_action_space()
@@ -72,7 +76,7 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
         self.replay_buffer = SequenceReplayBuffer(
             self.buffer_size, self.observation_space, self.action_space, self.policy.lstm_hidden_size, self.seq_len,
             self.burn_in, self.device, n_envs=self.n_envs, n_layers=self.policy.n_lstm_layers,
-            mask_widths=tuple(m.memory.mask_width for m in memories),
+            mask_widths=tuple(m.memory.mask_width for m in memories), state_stride=self.state_stride,
         )  # fmt: skip
         self._last_states = self.policy.zero_states(self.n_envs)
         self._convert_train_freq()
@@ -210,8 +214,8 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
     def state_drift(self, net: Any, data: Any, memory: int = 0) -> float | None:
         """Mean |h| difference between the states stored at the windows' first loss steps and the ones the
         burn-in recomputed from earlier stored states with today's parameters (rows with a burn-in whose
-        first loss step is not an episode start); None without a burn-in."""
-        rows = data.burn_in_steps > 0
+        first loss step's state is kept); None without a burn-in."""
+        rows = data.drift_rows
         if net.burned_state is None or not bool(rows.any()):
             return None
         stored = data.loss_states[memory][0][:, rows]

@@ -17,8 +17,16 @@ from the buffer (its *first loss step*):
 
 The memory state of the window's first real step is the one stored when it was collected, and the
 masks are the ones that step used, so with unchanged parameters the window's outputs are the
-collected ones. Observations and rewards are stored as the environment gave them and normalised when
-sampled (SB3's replay buffers do the same with VecNormalize).
+collected ones.
+
+``state_stride=k`` keeps the memory states of one step in k only (a lean replay: the states are most of a
+step's bytes), as R2D2 stores the state at the start of each stored sequence. A window's first loss step
+is then drawn among the steps whose burn-in starts at a kept state or at the episode's first step (one
+step in k, and the first ``burn_in + 1`` of each episode); with ``k <= seq_len - burn_in`` every step is
+still a loss step of some window, and the windows keep their shape and their exactness.
+
+Observations and rewards are stored as the environment gave them and normalised when sampled (SB3's replay
+buffers do the same with VecNormalize).
 """
 
 from __future__ import annotations
@@ -46,7 +54,8 @@ class SequenceReplaySamples(NamedTuple):
     step + 1); states: per memory ``(h, c)``, each ``(n_layers, n, H)``, before position 0; masks: per
     memory the dropout masks ``(L + 1, n, W)`` or None; burn_in_steps ``(n,)``: the real steps of each
     window's burn-in; loss_states: per memory the ``(h, c)`` stored at each window's first loss step (what
-    the burn-in recomputes: their difference is how far stored states drift from the current parameters').
+    the burn-in recomputes: their difference is how far stored states drift from the current parameters');
+    drift_rows ``(n,)``: the windows with a burn-in whose first loss step's state is kept.
     """
 
     observations: th.Tensor | TensorDict
@@ -60,6 +69,7 @@ class SequenceReplaySamples(NamedTuple):
     masks: tuple[th.Tensor | None, ...]
     burn_in_steps: th.Tensor
     loss_states: tuple[tuple[th.Tensor, th.Tensor], ...]
+    drift_rows: th.Tensor
 
 
 def _obs_shapes(space: spaces.Space) -> dict[str, tuple[int, ...]]:
@@ -74,20 +84,24 @@ def bytes_per_step(
     n_layers: int = 1,
     n_memories: int = 1,
     mask_widths: tuple[int, ...] = (),
-) -> int:
+    state_stride: int = 1,
+) -> float:
     """Bytes the buffer holds per stored step: observation and next observation (as the space's
     dtype), action (float32), reward, termination, episode start (float32 each), the episode's end
-    (bool) and step (int32), ``(h, c)`` of every memory (float32) and the masks (float32).
+    (bool) and step (int32), ``(h, c)`` of every memory (float32) on one step in ``state_stride``, and the
+    masks (float32).
 
     At ``n_memories=2``, 64 units, one layer, no masks, 3 float32 observations and one action: 1,069
-    bytes, about 1.07 GB per 1M steps, 96% of it the stored states (their price: replay from any step).
+    bytes, about 1.07 GB per 1M steps, 96% of it the stored states (their price: replay from any step);
+    301 at ``state_stride=4``.
     """
     obs = sum(
         int(np.prod(shape)) * np.dtype(sub.dtype).itemsize
         for shape, sub in zip(_obs_shapes(observation_space).values(), _subspaces(observation_space), strict=True)
     )
     per_step = 2 * obs + 4 * get_action_dim(action_space) + 3 * 4 + 1 + 4
-    return per_step + 4 * (2 * n_memories * n_layers * hidden_size + sum(mask_widths))
+    states = 4 * 2 * n_memories * n_layers * hidden_size / state_stride
+    return per_step + states + 4 * sum(mask_widths)
 
 
 def _subspaces(space: spaces.Space) -> list[spaces.Space]:
@@ -105,6 +119,8 @@ class SequenceReplayBuffer(BaseBuffer):
     :param n_layers: layers of each memory (states are ``(n_layers, n_envs, hidden_size)``).
     :param mask_widths: the dropout mask width of each memory (0: it records none); their number is the
         number of memories whose state is stored (DQN: 1; SAC: actor and critic, or 1 when shared).
+    :param state_stride: keep the memory states of one step in this many (see the module), at most
+        ``seq_len - burn_in``; 1: every step.
     """
 
     def __init__(
@@ -119,21 +135,31 @@ class SequenceReplayBuffer(BaseBuffer):
         n_envs: int = 1,
         n_layers: int = 1,
         mask_widths: tuple[int, ...] = (0,),
+        state_stride: int = 1,
     ) -> None:
-        for name, value in (("buffer_size", buffer_size), ("seq_len", seq_len), ("n_envs", n_envs)):
+        for name, value in (("buffer_size", buffer_size), ("seq_len", seq_len), ("n_envs", n_envs),
+                            ("state_stride", state_stride)):  # fmt: skip
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
         if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or not 0 <= burn_in < seq_len:
             raise ValueError(
                 f"burn_in={burn_in!r}: expected an integer in [0, seq_len={seq_len}), leaving at least one loss step"
             )
-        if buffer_size // n_envs < seq_len:
+        k = int(state_stride)
+        if k > seq_len - burn_in:
             raise ValueError(
-                f"buffer_size={buffer_size}: holds {buffer_size // n_envs} steps per environment ({n_envs} envs), "
-                f"fewer than a window of seq_len={seq_len}; expected at least {seq_len * n_envs}"
+                f"state_stride={state_stride}: expected at most seq_len - burn_in = {seq_len - burn_in}, so that "
+                "every step is a loss step of some window"
             )
-        super().__init__(buffer_size // n_envs, observation_space, action_space, device, n_envs=n_envs)
+        per_env = buffer_size // n_envs // k * k  # a whole number of strides: kept states stay aligned in the ring
+        if per_env < seq_len:
+            raise ValueError(
+                f"buffer_size={buffer_size}: holds {per_env} steps per environment ({n_envs} envs), fewer than a "
+                f"window of seq_len={seq_len}; expected at least {seq_len * n_envs}"
+            )
+        super().__init__(per_env, observation_space, action_space, device, n_envs=n_envs)
         self.hidden_size = hidden_size
+        self.state_stride = k
         self.seq_len = int(seq_len)
         self.burn_in = int(burn_in)
         self.n_layers = n_layers
@@ -152,8 +178,9 @@ class SequenceReplayBuffer(BaseBuffer):
         self.episode_starts = np.zeros((c, e), dtype=np.float32)
         self.ends = np.zeros((c, e), dtype=bool)  # the episode ended at this step (terminated or truncated)
         self.episode_steps = np.zeros((c, e), dtype=np.int32)  # steps since the episode's first
-        # h and c of every memory before each step: (c, e, 2 * n_memories, n_layers, H)
-        self.states = np.zeros((c, e, 2 * len(self.mask_widths), n_layers, hidden_size), dtype=np.float32)
+        # h and c of every memory before each kept step (ring index a multiple of the stride):
+        # (c // state_stride, e, 2 * n_memories, n_layers, H)
+        self.states = np.zeros((c // k, e, 2 * len(self.mask_widths), n_layers, hidden_size), dtype=np.float32)
         self.masks = [np.zeros((c, e, w), dtype=np.float32) if w else None for w in self.mask_widths]
         self._steps_in_episode = np.zeros(e, dtype=np.int32)
 
@@ -198,9 +225,11 @@ class SequenceReplayBuffer(BaseBuffer):
         self._steps_in_episode[start] = 0
         self.episode_steps[p] = self._steps_in_episode
         self._steps_in_episode += 1
-        for m, (h, c) in enumerate(states):
-            self.states[p, :, 2 * m] = h.detach().cpu().numpy().swapaxes(0, 1)
-            self.states[p, :, 2 * m + 1] = c.detach().cpu().numpy().swapaxes(0, 1)
+        if p % self.state_stride == 0:
+            slot = p // self.state_stride
+            for m, (h, c) in enumerate(states):
+                self.states[slot, :, 2 * m] = h.detach().cpu().numpy().swapaxes(0, 1)
+                self.states[slot, :, 2 * m + 1] = c.detach().cpu().numpy().swapaxes(0, 1)
         for store, mask in zip(self.masks, masks, strict=True):
             if store is not None:
                 if mask is None:
@@ -214,7 +243,7 @@ class SequenceReplayBuffer(BaseBuffer):
     def _draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """First loss steps (index, env), their burn-in lengths and their ages (0: the newest step),
         drawn uniformly among the steps whose burn-in is stored (it reaches back ``burn_in`` steps or
-        to the episode's first step)."""
+        to the episode's first step) and starts at a kept state or at the episode's first step."""
         size, cap = self.size(), self.buffer_size
         index, env = np.empty(0, np.int64), np.empty(0, np.int64)
         for _ in range(1000):
@@ -222,8 +251,10 @@ class SequenceReplayBuffer(BaseBuffer):
             i = np.random.randint(0, size, size=batch_size)  # noqa: NPY002
             e = np.random.randint(0, self.n_envs, size=batch_size)  # noqa: NPY002
             age = (self.pos - 1 - i) % cap
-            back = np.minimum(self.burn_in, self.episode_steps[i, e])
-            keep = age + back <= size - 1
+            in_episode = self.episode_steps[i, e]
+            back = np.minimum(self.burn_in, in_episode)
+            kept = (in_episode <= self.burn_in) | ((i - self.burn_in) % self.state_stride == 0)  # whole strides
+            keep = (age + back <= size - 1) & kept
             index, env = np.concatenate([index, i[keep]]), np.concatenate([env, e[keep]])
             if len(index) >= batch_size:
                 index, env = index[:batch_size], env[:batch_size]
@@ -291,11 +322,18 @@ class SequenceReplayBuffer(BaseBuffer):
             m = gather(store)
             m[np.arange(n), ends] = store[last, env_idx]  # the bootstrap step acts with its episode's masks
             masks.append(self._tm(m))
-        first = (index - back) % cap  # the first real step: its stored state starts the window
-        states = self.states[first, env_idx]  # (n, 2 * n_memories, n_layers, H); zeros before a left padding
-        states = np.where((back < b)[:, None, None, None], 0.0, states).astype(np.float32)
+        k = self.state_stride
+        first = (index - back) % cap  # the first real step: its kept state starts the window
+        states = self.states[first // k, env_idx]  # (n, 2 * n_memories, n_layers, H)
+        # A window that starts at its episode's first step (left-padded, or exactly burn_in steps in) resets
+        # there: zeros (a stride's slot may hold another episode's state).
+        at_start = back == self.episode_steps[index, env_idx]
+        states = np.where(at_start[:, None, None, None], 0.0, states).astype(np.float32)
         states = self.to_torch(states.transpose(1, 2, 0, 3))  # (2 * n_memories, n_layers, n, H)
-        at_loss = self.to_torch(self.states[index, env_idx].transpose(1, 2, 0, 3))  # the first loss step's state
+        # The state kept at each first loss step (zeros where none is kept: see drift_rows).
+        at_loss = np.where((index % k == 0)[:, None, None, None], self.states[index // k, env_idx], 0.0)
+        at_loss = self.to_torch(at_loss.astype(np.float32).transpose(1, 2, 0, 3))
+        drift_rows = (back > 0) & (index % k == 0)
         loss = np.zeros((n, big_l), dtype=np.float32)
         loss[:, b:] = offsets[None, :] < forward[:, None]
         observations = {k: self._tm(v) for k, v in obs.items()}
@@ -311,6 +349,7 @@ class SequenceReplayBuffer(BaseBuffer):
             masks=tuple(masks),
             burn_in_steps=self.to_torch(back.astype(np.int64)),
             loss_states=tuple((at_loss[2 * m], at_loss[2 * m + 1]) for m in range(len(self.mask_widths))),
+            drift_rows=self.to_torch(drift_rows),
         )
 
     def _tm(self, array: np.ndarray) -> th.Tensor:

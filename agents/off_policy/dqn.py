@@ -50,7 +50,8 @@ class RecurrentDQN(RecurrentOffPolicyAlgorithm):
     SB3 DQN's epsilon-greedy schedule and hard target updates. Discrete actions only.
 
     Arguments are SB3 ``DQN``'s (``buffer_size`` 100k by default: each step stores its memory state),
-    plus ``seq_len`` (positions of a replayed window, burn-in included), ``burn_in``, ``n_steps`` (n-step
+    plus ``seq_len`` (positions of a replayed window, burn-in included), ``burn_in``, ``state_stride`` (keep
+    one step's memory state in this many: a lean replay), ``n_steps`` (n-step
     returns; shorter at the end of a window) and the policy keywords of :class:`RecurrentDQNPolicy`.
     ``batch_size`` counts windows; a gradient step learns from up to ``batch_size * (seq_len - burn_in)``
     steps. Termination is not bootstrapped; truncation is, from the next observation with the memory
@@ -80,6 +81,7 @@ class RecurrentDQN(RecurrentOffPolicyAlgorithm):
         n_steps: int = 1,
         seq_len: int = 32,
         burn_in: int = 8,
+        state_stride: int = 1,
         target_update_interval: int = 10000,
         exploration_fraction: float = 0.1,
         exploration_initial_eps: float = 1.0,
@@ -107,6 +109,7 @@ class RecurrentDQN(RecurrentOffPolicyAlgorithm):
             gradient_steps, action_noise=None, n_steps=n_steps, policy_kwargs=policy_kwargs,
             stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, verbose=verbose, device=device,
             seed=seed, sde_support=False, support_multi_env=True, seq_len=seq_len, burn_in=burn_in,
+            state_stride=state_stride,
         )  # fmt: skip
         if _init_setup_model:
             self._setup_model()

@@ -29,7 +29,7 @@ class RecurrentSAC(RecurrentOffPolicyAlgorithm):
     for discrete action settings*). Automatic entropy tuning (``ent_coef="auto"``, SB3's).
 
     Arguments are SB3 ``SAC``'s (``buffer_size`` 100k by default: each step stores its memories'
-    states), plus ``seq_len``, ``burn_in`` (see :mod:`agents.off_policy.buffers`) and the keywords of
+    states), plus ``seq_len``, ``burn_in``, ``state_stride`` (see :mod:`agents.off_policy.buffers`) and the keywords of
     :class:`RecurrentSACPolicy` (``share_memory``, the memory's). ``target_entropy="auto"``: ``-dim(A)``
     for Box actions, ``0.7 log |A|`` for Discrete ones (a fixed share of the uniform policy's entropy,
     as pomdp-baselines). ``batch_size`` counts windows. Termination is not bootstrapped; truncation is,
@@ -58,6 +58,7 @@ class RecurrentSAC(RecurrentOffPolicyAlgorithm):
         gradient_steps: int = 1,
         seq_len: int = 32,
         burn_in: int = 8,
+        state_stride: int = 1,
         ent_coef: str | float = "auto",
         target_update_interval: int = 1,
         target_entropy: str | float = "auto",
@@ -79,7 +80,7 @@ class RecurrentSAC(RecurrentOffPolicyAlgorithm):
             gradient_steps, action_noise=None, policy_kwargs=policy_kwargs, stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log, verbose=verbose, device=device, seed=seed, sde_support=False,
             support_multi_env=True, supported_action_spaces=(spaces.Box, spaces.Discrete), seq_len=seq_len,
-            burn_in=burn_in,
+            burn_in=burn_in, state_stride=state_stride,
         )  # fmt: skip
         if _init_setup_model:
             self._setup_model()
