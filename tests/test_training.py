@@ -46,10 +46,13 @@ def test_every_registered_environment_trains(env_id, algo, eval_freq, tmp_path):
     assert ("success_evaluations" in record) == (ladder and bool(eval_freq))
 
 
+DEFAULT_PPO = {"learning_rate": "lin_0.0003", "ent_coef": "lin_0.01", "target_kl": 0.01, "normalize_advantage": False}
+
+
 def test_hyperparameter_entries():
     assert entry_for("ppo", "TMaze-Hard-v0")[0] == "TMaze-*"
     assert entry_for("ppo", "CartPoleNoVel-v1")[0] == "CartPoleNoVel-v1"
-    assert entry_for("ppo", "Acrobot-v1") == ("default", {"learning_rate": "lin_0.0003", "ent_coef": "lin_0.01"})
+    assert entry_for("ppo", "Acrobot-v1") == ("default", DEFAULT_PPO)
     assert TrainConfig(env="CartPoleNoVel-v1").normalization == "obs-reward"
     assert TrainConfig(env="CartPoleNoVel-v1", normalize="none").normalization == "none"
     assert TrainConfig(env="CartPole-v1").normalization == "none"
@@ -85,8 +88,8 @@ def test_the_entry_gives_the_budget_where_the_run_does_not(monkeypatch, capsys):
 @pytest.mark.parametrize("ours, stock", [(RecurrentPPO, SB3RecurrentPPO), (RecurrentA2C, A2C)])
 def test_default_entries_are_the_stock_defaults(ours, stock):
     """A new task starts from the algorithms' own defaults, which are sb3-contrib's and SB3's; PPO's entry
-    changes only the two schedules that let the passive T-maze's turn be found (ppo.yml)."""
-    assert load_file("ppo")["default"] == {"learning_rate": "lin_0.0003", "ent_coef": "lin_0.01"}
+    changes the four settings that let memory tasks be solved and stay solved (ppo.yml)."""
+    assert load_file("ppo")["default"] == DEFAULT_PPO
     assert load_file("a2c")["default"] == {}
     theirs = inspect.signature(stock.__init__).parameters
     for name, p in inspect.signature(ours.__init__).parameters.items():

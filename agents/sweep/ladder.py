@@ -141,9 +141,13 @@ def record_path(out: Path, task: LadderTask) -> Path:
 
 
 def done_record(out: Path, task: LadderTask) -> dict[str, Any] | None:
-    """The run's record when it is ok and was made with the configuration planned now."""
+    """The run's record when it is ok and was made with the configuration planned now, and with the
+    algorithm's arguments that configuration resolves to today (an edited hyperparameter entry, such as
+    the ``default`` one the rows build on, makes the records made before it stale)."""
     record = read_record(record_path(out, task))
     if record is None or record.get("status") != "ok" or record.get("config") != json.loads(json.dumps(task.config)):
+        return None
+    if record.get("algo_kwargs") != json.loads(json.dumps(TrainConfig(**task.config).algo_kwargs())):
         return None
     return record
 
