@@ -81,6 +81,8 @@ def test_happy_path_writes_the_run_folder(tmp_path):
         (["--algo", "dqn", "--hyperparams", "learning_starts=100"], "learning_starts=100: at or above --total-time"),
         (["--algo", "sac", "--env", "Pendulum-v1", "--hyperparams", "tau=5.0"], "tau=5.0: expected a number in [0, 1]"),
         (["--algo", "dqn", "--hyperparams", "target_update_interval=0"], "target_update_interval=0: expected a"),
+        (["--algo", "dqn", "--hyperparams", "state_stride=0"], "state_stride=0: expected a positive integer"),
+        (["--algo", "sac", "--hyperparams", "state_stride=40"], "state_stride=40: expected at most seq_len - burn_in"),
         (["--hyperparams", "clip_range=abc"], "clip_range='abc': expected a number > 0 or a schedule"),
         (["--hyperparams", "gamma=abc"], "gamma='abc': expected a number in [0, 1]"),
         (["--hyperparams", "learning_rate=lin_-1"], "goes from -1.0 to 0.0"),

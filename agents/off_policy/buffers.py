@@ -123,6 +123,8 @@ class SequenceReplayBuffer(BaseBuffer):
         ``seq_len - burn_in``; 1: every step.
     """
 
+    state_stride: int = 1  # what a buffer pickled before the option holds (every step's state)
+
     def __init__(
         self,
         buffer_size: int,
