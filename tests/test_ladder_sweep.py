@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from agents.sweep.ladder import DEFAULT_LADDER, Ladder, climb, load_ladder, record_path, report, rung_tasks
+from agents.sweep.ladder import DEFAULT_LADDER, Ladder, climb, load_ladder, reach, record_path, report, rung_tasks
 from agents.sweep.spec import SweepError
+from agents.training import TrainConfig
 from envs import LADDER_FAMILIES
 
 
@@ -41,8 +42,9 @@ def test_a_row_stops_climbing_after_a_rung_no_seed_solved(tmp_path):
             rate = success.get((t.row, t.env.split("-")[0]), {}).get(int(t.env.split("-L")[1][:-3]), [1.0, 1.0])
             path = record_path(tmp_path, t)
             path.parent.mkdir(parents=True, exist_ok=True)
-            record = {"status": "ok", "config": t.config, "final_success_rate": rate[t.seed],
-                      "best_success_rate": max(rate[t.seed], 0.9), "wall_time_s": 1.0}  # fmt: skip
+            record = {"status": "ok", "config": t.config, "algo_kwargs": TrainConfig(**t.config).algo_kwargs(),
+                      "final_success_rate": rate[t.seed], "best_success_rate": max(rate[t.seed], 0.9),
+                      "wall_time_s": 1.0}  # fmt: skip
             path.write_text(json.dumps(record))
 
     climb(ladder, tmp_path, run, log=lambda m: None)
@@ -61,6 +63,27 @@ def test_a_row_stops_climbing_after_a_rung_no_seed_solved(tmp_path):
     text = (tmp_path / "ladder.md").read_text()
     assert text.index("ladder.png") < text.index("## Recall"), "the ladder plot is the first figure"
     assert (tmp_path / "ladder.png").stat().st_size > 0
+    # how far each row reaches: row a solves Recall at 10 on both seeds and at 20 on one; b the maze to 50
+    assert reach(ladder, data)["Recall"] == {"a": {"all": None, "some": 20}, "b": {"all": None, "some": None}}
+    assert reach(ladder, data)["PassiveTMaze"]["b"] == {"all": 50, "some": 50}
+    assert "- PassiveTMaze: a — (—), b 50 (50); furthest: b." in text
+
+
+def test_a_record_made_under_other_algorithm_arguments_is_made_again(tmp_path, monkeypatch):
+    """An edited hyperparameter entry (the default one the rows build on) makes the records made before it
+    stale, though the rows' configurations are unchanged."""
+    from agents.sweep import ladder as ladder_module
+
+    ladder = _ladder()
+    (task,) = rung_tasks(ladder, "a", "Recall", 10, tmp_path)[:1]
+    path = record_path(tmp_path, task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"status": "ok", "config": task.config, "algo_kwargs": TrainConfig(**task.config).algo_kwargs(),
+              "final_success_rate": 1.0}  # fmt: skip
+    path.write_text(json.dumps(record))
+    assert ladder_module.done_record(tmp_path, task) is not None
+    path.write_text(json.dumps({**record, "algo_kwargs": {**record["algo_kwargs"], "ent_coef": 0.0}}))
+    assert ladder_module.done_record(tmp_path, task) is None
 
 
 @pytest.mark.parametrize(

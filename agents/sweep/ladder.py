@@ -202,13 +202,39 @@ def summarize(ladder: Ladder, out: Path) -> dict[str, Any]:
     return rows
 
 
+def reach(ladder: Ladder, data: dict[str, Any]) -> dict[str, dict[str, dict[str, int | None]]]:
+    """Per family and row, the longest rung solved on every seed run (``all``) and on at least one
+    (``some``); None where none is."""
+    found: dict[str, dict[str, dict[str, int | None]]] = {}
+    for family in ladder.families:
+        for row in ladder.rows:
+            cells = data["rows"].get(row, {}).get(family, {})
+            every = [int(n) for n, c in cells.items() if c["solved"] == c["seeds"] == ladder.seeds]
+            some = [int(n) for n, c in cells.items() if c["solved"] > 0]
+            if cells:
+                found.setdefault(family, {})[row] = {"all": max(every, default=None), "some": max(some, default=None)}
+    return found
+
+
+def _reach_lines(ladder: Ladder, data: dict[str, Any]) -> list[str]:
+    """The report's summary: how far each row climbed on each family, and the row that reaches furthest."""
+    intro = f"The longest length solved on all {ladder.seeds} seeds (and on at least one), per family:"
+    lines = ["## How far each row reaches", "", intro, ""]
+    for family, rows in reach(ladder, data).items():
+        parts = [f"{row} {r['all'] or '—'} ({r['some'] or '—'})" for row, r in rows.items()]
+        best = max(rows.items(), key=lambda kv: ((kv[1]["all"] or 0), (kv[1]["some"] or 0)))
+        furthest = f"furthest: {best[0]}" if best[1]["all"] or best[1]["some"] else "no row solves a rung"
+        lines.append(f"- {family}: {', '.join(parts)}; {furthest}.")
+    return [*lines, ""]
+
+
 def markdown(ladder: Ladder, data: dict[str, Any], command: str) -> str:
     machine = data["machine"]
     lines = [
         "# The memory ladder",
         "",
         f"Command: `{command}`. Machine: {machine['cpu_model']}, {machine['cpu_count']} cores, load average at "
-        f"the start {machine['load_average_at_start']} (shared with other jobs).",
+        f"the start {machine['load_average_at_start']}.",
         "",
         "![ladder](ladder.png)",
         "",
@@ -219,6 +245,7 @@ def markdown(ladder: Ladder, data: dict[str, Any], command: str) -> str:
         "per seed). 'collapsed': runs whose final success lies more than 0.05 below their best.",
         "",
     ]
+    lines += _reach_lines(ladder, data)
     for family in ladder.families:
         lines += [f"## {family}", "", "| row | " + " | ".join(f"L={n}" for n in ladder.rungs) + " |",
                   "| --- |" + " --- |" * len(ladder.rungs)]  # fmt: skip
