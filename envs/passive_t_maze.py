@@ -23,8 +23,10 @@ class PassiveTMaze(GridRender, gym.Env[np.ndarray, np.int64]):
     The agent starts at position 0 of a corridor whose far end, position ``corridor_length`` (L), is the
     junction of the T. The goal arm (up or down) is drawn uniformly at reset and shown only in the first
     observation. Every episode lasts exactly L + 1 steps: L moves to the junction and the turn. A small
-    penalty for each step behind that schedule makes walking the corridor a dense, memoryless signal, so
-    exploration is not the bottleneck: what remains is carrying the cue for L steps. ``reset(options=
+    penalty for each step behind that schedule makes walking the corridor a dense, memoryless signal; what
+    remains is carrying the cue for L steps, and trying the turn at all: an agent that has learned to walk
+    without a slip may have stopped exploring by the time it first reaches the junction (recurrent PPO
+    beyond about 20 steps, docs/memory/ppo_defaults.md). ``reset(options=
     {"cue": 0 or 1})`` chooses the goal (0 up, 1 down), for evaluations with balanced cues.
 
     ## Action Space
