@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.sweep import records
 from agents.sweep.backends import LocalBackend, run_all
-from agents.sweep.records import _lock, _strict_json, read_record
+from agents.sweep.records import _lock, _strict_json
 from agents.sweep.spec import SweepError, _check_keys
 from agents.sweep.worker import RunTask
 from agents.training import ALGOS, ConfigError, TrainConfig, check_config
@@ -144,12 +145,7 @@ def done_record(out: Path, task: LadderTask) -> dict[str, Any] | None:
     """The run's record when it is ok and was made with the configuration planned now, and with the
     algorithm's arguments that configuration resolves to today (an edited hyperparameter entry, such as
     the ``default`` one the rows build on, makes the records made before it stale)."""
-    record = read_record(record_path(out, task))
-    if record is None or record.get("status") != "ok" or record.get("config") != json.loads(json.dumps(task.config)):
-        return None
-    if record.get("algo_kwargs") != json.loads(json.dumps(TrainConfig(**task.config).algo_kwargs())):
-        return None
-    return record
+    return records.done_record(record_path(out, task), task)
 
 
 def solved(record: dict[str, Any] | None, threshold: float) -> bool:

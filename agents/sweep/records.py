@@ -23,16 +23,29 @@ def read_record(path: Path) -> dict[str, Any] | None:
         return None  # missing or unreadable: the run is made again
 
 
-def is_done(out: Path, task: RunTask) -> bool:
-    """A run is done when its record is ok and was made with the configuration planned now. A field that
-    TrainConfig gained after the record was written counts as equal where it has its default value."""
-    record = read_record(record_path(out, task))
+def done_record(path: Path, task: RunTask) -> dict[str, Any] | None:
+    """The record at ``path`` when it is ok and was made with the configuration planned now and with the
+    algorithm's arguments that configuration resolves to today (an edited hyperparameter entry makes the
+    records made before it stale); else None. A field that TrainConfig gained after the record was written
+    counts as equal where it has its default value."""
+    from agents.training import TrainConfig
+
+    record = read_record(path)
     if record is None or record.get("status") != "ok" or not isinstance(record.get("config"), dict):
-        return False
+        return None
     planned = _jsonable(task.config)
     defaults = _config_defaults()
     made = {k: record["config"].get(k, defaults.get(k)) for k in planned}
-    return made == planned and set(record["config"]) <= set(planned)
+    if made != planned or not set(record["config"]) <= set(planned):
+        return None
+    if record.get("algo_kwargs") != _jsonable(TrainConfig(**task.config).algo_kwargs()):
+        return None
+    return record
+
+
+def is_done(out: Path, task: RunTask) -> bool:
+    """Whether the sweep's run ``task`` has a :func:`done_record` in ``out``."""
+    return done_record(record_path(out, task), task) is not None
 
 
 def _config_defaults() -> dict[str, Any]:
