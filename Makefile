@@ -1,7 +1,7 @@
 # Habits of lstms.pth: `make test`, `make speed`, `make capacity`.
 PYTHON ?= python
 
-.PHONY: install test test-all lint speed capacity memory train
+.PHONY: install test test-all lint docs speed capacity memory train
 
 install:
 	$(PYTHON) -m pip install -e ".[test,dev]"
@@ -14,6 +14,9 @@ test-all:  # the long learning runs too (pyproject's addopts deselect them other
 
 lint:  # ruff comes with the dev extra: pip install -e ".[dev]"
 	$(PYTHON) -m ruff check .
+
+docs:  # the documentation site at http://127.0.0.1:8000 (MkDocs comes with the test and dev extras)
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs serve
 
 speed:
 	$(PYTHON) scripts/bench_speed.py --out results/speed

@@ -35,7 +35,7 @@ def chunk_lengths(n_steps: int, seq_len: int | None = None, batch_size: int | No
     n_steps)`` environments' rollouts, at least one. Shorter chunks cut the gradient between a cue and the
     step that needs it: on the memory ladder's Recall and PassiveTMaze tasks at 20-100 steps, chunks of at
     most 32 steps (this function's earlier default) kept the agent at the memoryless level where whole
-    rollouts learned (README, "Long memory").
+    rollouts learned (docs/guide/long_memory.md).
 
     ``seq_len`` set: ``n_steps // seq_len`` chunks of ``seq_len`` steps; it must divide ``n_steps``
     (a ``seq_len`` of ``n_steps`` or more means the whole rollout, one chunk). With ``batch_size``

@@ -59,12 +59,11 @@ def ladder_id(family: str, length: int) -> str:
 class EnvInfo:
     """Reference returns of one registered task.
 
-    Attributes:
-        max_return: return of an oracle that remembers everything it needs (an upper bound where no oracle
-            return is known).
-        memoryless_bound: best expected return of a policy that sees only the current observation; NaN where
-            no meaningful figure is known.
-        threshold: return at which the task counts as solved ("steps to reach threshold" in benchmarks).
+    :ivar max_return: return of an oracle that remembers everything it needs (an upper bound where no oracle
+        return is known).
+    :ivar memoryless_bound: best expected return of a policy that sees only the current observation; NaN where
+        no meaningful figure is known.
+    :ivar threshold: return at which the task counts as solved ("steps to reach threshold" in benchmarks).
     """
 
     max_return: float

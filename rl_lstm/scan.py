@@ -33,13 +33,12 @@ Parts = tuple[Tensor, ...]
 def linear_scan(a: Tensor, b: Tensor, s0: Tensor, starts: Tensor | None = None, block: int | None = None) -> Tensor:
     """The states of ``s_t = a_t * s_{t-1} + b_t`` for every step, by a blocked parallel scan.
 
-    Args:
-        a: decays ``(T, B, N)`` (or broadcastable to ``b``), real or complex.
-        b: inputs ``(T, B, N)``, the dtype of ``a``.
-        s0: the state before step 0, ``(B, N)``.
-        starts: ``(T, B)`` bool, True where a row starts an episode: its state before that step is
-            zero, whatever came before (selected, never multiplied away).
-        block: steps per block (default ``ceil(sqrt(T))``).
+    :param a: decays ``(T, B, N)`` (or broadcastable to ``b``), real or complex.
+    :param b: inputs ``(T, B, N)``, the dtype of ``a``.
+    :param s0: the state before step 0, ``(B, N)``.
+    :param starts: ``(T, B)`` bool, True where a row starts an episode: its state before that step is
+        zero, whatever came before (selected, never multiplied away).
+    :param block: steps per block (default ``ceil(sqrt(T))``).
 
     Returns ``(T, B, N)``: ``s_t`` after each step. Under autograd the backward is the same scan run
     backwards in time (``g_t = dL/ds_t + conj(a_{t+1}) g_{t+1}``, cut at episode starts), not a

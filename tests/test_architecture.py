@@ -130,6 +130,18 @@ def _choices(parser, flag: str) -> list[str]:
     return next(a.choices for a in parser._actions if flag in a.option_strings)
 
 
+def test_docstrings_have_one_style():
+    """Fields are SB3's ``:param name:`` (the API reference reads them so); no Google or NumPy sections."""
+    other = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Attributes):\s*$|^\s*-{3,}\s*$")
+    found = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node) or ""
+                found += [f"{name}: {line.strip()}" for line in doc.splitlines() if other.match(line)]
+    assert not found, found
+
+
 def test_recipe_a_cell_gets_the_cli_the_agents_and_the_benchmark_rows(monkeypatch):
     import torch
 

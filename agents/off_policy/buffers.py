@@ -112,7 +112,10 @@ class SequenceReplayBuffer(BaseBuffer):
     """Replay buffer of windows of episodes with stored memory states and dropout masks (see the module).
 
     :param buffer_size: steps kept in all (``buffer_size // n_envs`` per environment, as SB3's buffers).
-    :param observation_space, action_space, device, n_envs: as SB3's ``ReplayBuffer``'s.
+    :param observation_space: as SB3's ``ReplayBuffer``'s.
+    :param action_space: as SB3's ``ReplayBuffer``'s.
+    :param device: as SB3's ``ReplayBuffer``'s.
+    :param n_envs: as SB3's ``ReplayBuffer``'s.
     :param hidden_size: the memories' hidden size.
     :param seq_len: positions of a window, burn-in included.
     :param burn_in: leading positions that only refresh the memory state (R2D2's burn-in).

@@ -58,10 +58,8 @@ def check_replayable(memory: nn.Module, cell: str) -> None:
 
 
 class MemoryNet(nn.Module):
-    """Features extractor, then a memory: ``(T, n, *obs)`` observations -> ``(T, n, H)`` latents.
-
-    :param burn_in: in :meth:`forward`, leading positions run without gradient (R2D2's burn-in).
-    """
+    """Features extractor, then a memory: ``(T, n, *obs)`` observations -> ``(T, n, H)`` latents; in
+    :meth:`forward`, ``burn_in`` leading positions run without gradient (R2D2's burn-in)."""
 
     def __init__(self, features_extractor: BaseFeaturesExtractor, memory: MemoryStack) -> None:
         super().__init__()

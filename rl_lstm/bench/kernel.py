@@ -11,8 +11,10 @@ round, medians over rounds, ratios taken round by round):
   collection runs), the state fed back, for each cell on both paths, against ``torch.lstm_cell``
   on the cell's weights.
 
-    python scripts/bench_kernel.py [--cells lstm gal ln] [--hidden 64 256] [--batches 8 16 32 64]
-        [--step-batches 1 4 16] [--seq-len 32] [--input-size 16] [--repeats 9] [--threads 1] [--out DIR]
+```bash
+python scripts/bench_kernel.py [--cells lstm gal ln] [--hidden 64 256] [--batches 8 16 32 64]
+    [--step-batches 1 4 16] [--seq-len 32] [--input-size 16] [--repeats 9] [--threads 1] [--out DIR]
+```
 
 Prints Markdown tables (and writes ``kernel_speed.json`` and ``kernel_speed.md`` to ``--out``).
 """

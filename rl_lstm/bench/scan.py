@@ -13,8 +13,10 @@ in a shuffled order each round, medians over rounds, ratios taken round by round
   arguments checked once as collection does), for each memory against ``torch.gru_cell`` at the
   same hidden size.
 
-    python scripts/bench_scan.py [--seq-len 128] [--batch 8] [--hidden 256] [--input-size 16] [--step-batch 8]
-        [--repeats 15] [--threads 1] [--out docs/linear_memory]
+```bash
+python scripts/bench_scan.py [--seq-len 128] [--batch 8] [--hidden 256] [--input-size 16] [--step-batch 8]
+    [--repeats 15] [--threads 1] [--out docs/linear_memory]
+```
 
 Writes ``scan_speed.json`` and ``scan_speed.md`` to ``--out`` and prints the tables.
 """

@@ -1,4 +1,5 @@
-"""The README is executable: every command and code block in it runs, with a tiny budget substituted.
+"""The documentation is executable and builds: every command and code block of the README and of the user guide
+(docs/guide) runs, with a tiny budget substituted, and the site builds with warnings as errors.
 
 The Quick start's installs are what CI itself runs; its training command runs here at a tiny budget. The
 Ray section needs a cluster and is left to tests/test_sweep_ray.py.
@@ -16,19 +17,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
 SKIP_SECTIONS = ("Sweeps on a Ray cluster",)
 TINY_TRAIN = ["--n-envs", "2", "--eval-episodes", "1", "--no-tensorboard", "--hidden-size", "8"]
 
 
 def blocks(language: str) -> list[tuple[str, str]]:
-    """``(section, code)`` of every fenced block in ``language``, outside the skipped sections."""
+    """``(section, code)`` of every fenced block in ``language`` of the pages, outside the skipped sections."""
     found = []
-    for section in re.split(r"\n## ", README):
-        title = section.split("\n", 1)[0]
-        if title.startswith(SKIP_SECTIONS):
-            continue
-        found += [(title, code) for code in re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)]
+    for page in PAGES:
+        for section in re.split(r"\n## ", page.read_text()):
+            title = section.split("\n", 1)[0]
+            if title.startswith(SKIP_SECTIONS):
+                continue
+            found += [(title, code) for code in re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)]
     return found
 
 
@@ -67,12 +69,24 @@ def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=cwd)  # a hang guard, not a speed bound
 
 
-def test_the_readme_has_commands_and_code():
-    assert len(commands()) >= 5 and len(blocks("python")) >= 2
+def test_the_pages_have_commands_and_code():
+    assert len(commands()) >= 5 and len(blocks("python")) >= 5
+
+
+def test_the_site_builds_with_warnings_as_errors(tmp_path):
+    """``mkdocs build --strict``: every page in the navigation, every link and anchor resolved, every docstring of
+    the API reference parsed."""
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # the theme's notice about MkDocs 2 is not about this site
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    home = (tmp_path / "site" / "index.html").read_text()
+    assert "Quick start" in home and 'href="guide/cells/"' in home  # the README, its links made the site's
+    assert "RecurrentSAC" in (tmp_path / "site" / "api" / "agents" / "index.html").read_text()
 
 
 @pytest.mark.parametrize("command", commands())
-def test_readme_command_runs(command, tmp_path):
+def test_documented_command_runs(command, tmp_path):
     argv = tiny(command)
     if "--resume" in argv:  # the folder the example resumes: a finished run of 64 steps
         run_dir = argv[argv.index("--resume") + 1]
@@ -86,7 +100,7 @@ def test_readme_command_runs(command, tmp_path):
 
 
 @pytest.mark.parametrize("code", [code for _, code in blocks("python")], ids=lambda c: c.split("\n", 1)[0][:40])
-def test_readme_python_block_runs(code, tmp_path):
+def test_documented_python_block_runs(code, tmp_path):
     code = re.sub(r"\.learn\(\s*[\d_]+", ".learn(256", code)  # a tiny budget for training examples
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one torch thread per test process (two run side by side)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=tmp_path,
