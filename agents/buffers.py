@@ -63,8 +63,8 @@ class _SequenceStorage:
 
     :param hidden_size: the memory's hidden size.
     :param mask_widths: columns of the actor's and the critic's masks (0 where none are recorded).
-    :param seq_len: the chunks: an int (equal chunks, a divisor of ``buffer_size``), a sequence of
-        chunk lengths summing to ``buffer_size``, or None (the whole rollout, one chunk).
+    :param chunks: the lengths of the chunks the update replays, summing to ``buffer_size``
+        (:func:`chunk_lengths` makes them from a ``seq_len``); None: the whole rollout, one chunk.
     :param n_layers: layers of the memory (states are ``(n_layers, n_envs, hidden_size)``).
     :param action_mask_dims: columns of a step's invalid-action masks (sb3-contrib's maskable buffers'
         ``mask_dims``); 0: none are kept.
@@ -80,7 +80,7 @@ class _SequenceStorage:
         action_space: spaces.Space,
         hidden_size: int,
         mask_widths: tuple[int, int] = (0, 0),
-        seq_len: int | Sequence[int] | None = None,
+        chunks: Sequence[int] | None = None,
         device: th.device | str = "auto",
         gae_lambda: float = 1,
         gamma: float = 0.99,
@@ -92,14 +92,10 @@ class _SequenceStorage:
         self.action_mask_dims = action_mask_dims
         self.n_layers = n_layers
         self.mask_widths = mask_widths
-        if seq_len is None or isinstance(seq_len, (int, np.integer)):
-            lengths = chunk_lengths(buffer_size, seq_len)
-        else:
-            lengths = tuple(_check_positive("seq_len", n) for n in seq_len)
-            if sum(lengths) != buffer_size:
-                raise ValueError(f"seq_len={seq_len!r}: expected chunk lengths summing to n_steps={buffer_size}")
+        lengths = (buffer_size,) if chunks is None else tuple(_check_positive("chunk length", n) for n in chunks)
+        if sum(lengths) != buffer_size:
+            raise ValueError(f"chunks={chunks!r}: expected chunk lengths summing to n_steps={buffer_size}")
         self.chunk_lengths = lengths
-        self.seq_len = max(lengths)
         self._starts = np.cumsum((0, *lengths[:-1]))  # first step of each chunk
         self._chunk_of_start = {int(s): k for k, s in enumerate(self._starts)}
         super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)  # type: ignore[call-arg]

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch as th
 from stable_baselines3.common.distributions import CategoricalDistribution
 
-from agents.policies import CellLstmPolicy, _flatten_steps
+from agents.policies import CellLstmPolicy, flatten_steps
 from agents.type_aliases import SequenceSamples
 
 
@@ -34,7 +34,7 @@ def log_prob_entropy(logits: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, 
 def evaluate_discrete(policy: CellLstmPolicy, data: SequenceSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """``policy.evaluate_sequences`` for a Categorical policy without action masks: values,
     log-probabilities and entropies, ``(seq_len * n_seq,)`` each."""
-    features = policy.extract_features(_flatten_steps(data.observations))
+    features = policy.extract_features(flatten_steps(data.observations))
     latent_pi, latent_vf = policy._memory_sequences(features, data.lstm_states, data.episode_starts, data.masks)
     logits = policy.action_net(policy.mlp_extractor.forward_actor(latent_pi))
     values = policy.value_net(policy.mlp_extractor.forward_critic(latent_vf)).flatten()

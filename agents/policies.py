@@ -3,7 +3,6 @@ one per observation kind stock sb3-contrib serves (MLP, CNN, Dict)."""
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -24,75 +23,12 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Combine
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
 from agents.memory import MemoryStack
-from agents.memory_init import check_horizon, check_memory_init, init_memories_
+from agents.memory_init import check_horizon, init_memories_
+from agents.policy_core import make_optimizer, masks_in_eval, memory_settings
 from agents.type_aliases import RNNMasks, RNNStates
-from rl_lstm import cell_class
-from rl_lstm.registry import default_dropout
-
-# Arguments of nn.LSTM that sb3-contrib passes through ``lstm_kwargs`` and that a stack of cells
-# can only take at their defaults (its memories are unidirectional, time-major, unprojected, and
-# follow the policy's device and dtype).
-_TORCH_ONLY = {"batch_first": False, "bidirectional": False, "proj_size": 0, "device": None, "dtype": None}
-# Cell arguments that are policy keywords of their own.
-_POLICY_LEVEL = ("ln_preact", "learnable")
 
 
-def split_lstm_kwargs(cell: str, lstm_kwargs: dict[str, Any] | None) -> tuple[float, dict[str, Any]]:
-    """Read sb3-contrib's ``lstm_kwargs`` for a stack of ``cell``: returns the between-layer dropout
-    (``nn.LSTM``'s ``dropout``) and the keywords for every cell (``bias``, ``dropout_method``...).
-
-    A key is honoured, or rejected with a ValueError naming it: nn.LSTM's options the cells cannot
-    express (``bidirectional=True``, ``proj_size > 0``...), and keys neither nn.LSTM nor the cell takes.
-    """
-    if lstm_kwargs is not None and not isinstance(lstm_kwargs, dict):
-        raise ValueError(f"lstm_kwargs={lstm_kwargs!r}: expected a dict or None")
-    kwargs = dict(lstm_kwargs or {})
-    layer_dropout = kwargs.pop("dropout", 0.0)
-    for key, default in _TORCH_ONLY.items():
-        if key in kwargs and kwargs.pop(key) != default:
-            raise ValueError(
-                f"lstm_kwargs[{key!r}]={lstm_kwargs[key]!r}: the registry cells run unidirectional, time-major, "
-                f"without projection, on the policy's device and dtype; expected {default!r} or no such key"
-            )
-    takes = set(inspect.signature(cell_class(cell).__init__).parameters) - {"self", "input_size", "hidden_size"}
-    for key in kwargs:
-        if key in _POLICY_LEVEL:
-            raise ValueError(f"lstm_kwargs[{key!r}]: pass it as a policy keyword, policy_kwargs=dict({key}=...)")
-        if key not in takes:
-            raise ValueError(
-                f"lstm_kwargs[{key!r}]: neither an nn.LSTM argument the memory honours (dropout, bias) nor an "
-                f"argument of cell {cell!r} (it takes {', '.join(sorted(takes - {'dropout'}))})"
-            )
-    return layer_dropout, kwargs
-
-
-def memory_settings(
-    cell: str,
-    hidden_size: int,
-    dropout: float | None,
-    ln_preact: bool,
-    learnable: bool,
-    n_lstm_layers: int,
-    lstm_kwargs: dict[str, Any] | None,
-    memory_init: Any = None,
-    memory_horizon: Any = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The memory keywords every recurrent policy takes (on-policy and off-policy alike), read once:
-    returns the cells' keywords (``dropout`` resolved: None is the cell's default,
-    :func:`rl_lstm.registry.default_dropout`) and :class:`~agents.memory.MemoryStack`'s keywords. Bad values
-    fail here, naming the value, before any network is built (``memory_init`` and ``memory_horizon`` too:
-    :mod:`agents.memory_init`)."""
-    check_memory_init(memory_init, cell)
-    check_horizon(memory_horizon)
-    layer_dropout, extra = split_lstm_kwargs(cell, lstm_kwargs)
-    dropout = default_dropout(cell) if dropout is None else dropout
-    cell_kwargs = dict(dropout=dropout, ln_preact=ln_preact, learnable=learnable, **extra)
-    memory_kwargs = dict(n_layers=n_lstm_layers, layer_dropout=layer_dropout, **cell_kwargs)
-    MemoryStack(cell, 1, hidden_size, **memory_kwargs)
-    return cell_kwargs, memory_kwargs
-
-
-def _flatten_steps(obs: PyTorchObs) -> PyTorchObs:
+def flatten_steps(obs: PyTorchObs) -> PyTorchObs:
     """``(seq_len, n_seq, ...)`` -> ``(seq_len * n_seq, ...)``, for each key of Dict observations."""
     if isinstance(obs, dict):
         return {key: value.flatten(0, 1) for key, value in obs.items()}
@@ -179,7 +115,7 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
             self.lstm_critic = MemoryStack(cell, self.features_dim, lstm_hidden_size, **memory_kwargs)
         self.memory_init, self.memory_horizon = memory_init, memory_horizon
         init_memories_(self.memories(), memory_init, memory_horizon)
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self._optimizer_kwargs())
+        self.optimizer = make_optimizer(self.optimizer_class, self.optimizer_kwargs, self.parameters(), lr_schedule)
         self._action_masks: th.Tensor | None = None
         self._masked_dist: MaskableDistribution | None = None
 
@@ -189,14 +125,6 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         extractor = super().make_features_extractor()
         extractor._features_dim = int(extractor.features_dim)
         return extractor
-
-    def _optimizer_kwargs(self) -> dict[str, Any]:
-        """SB3's optimizer arguments (Adam with eps 1e-5 by default), with PyTorch's fused Adam (one kernel
-        for all parameters) when Adam was chosen without a choice of implementation."""
-        kwargs = dict(self.optimizer_kwargs)
-        if self.optimizer_class is th.optim.Adam and not {"fused", "foreach", "capturable"} & set(kwargs):
-            kwargs["fused"] = True
-        return kwargs
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -225,14 +153,8 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         """Within this block the memories act with their dropout masks even in eval mode
         (``predict`` and collection run in eval mode). Not the action masks: see
         :meth:`action_masks_applied`."""
-        before = [m.masks_in_eval for m in self.memories()]
-        for m in self.memories():
-            m.masks_in_eval = active
-        try:
+        with masks_in_eval(self.memories(), active):
             yield
-        finally:
-            for m, b in zip(self.memories(), before, strict=True):
-                m.masks_in_eval = b
 
     def masks_active(self, active: bool = True) -> AbstractContextManager[None]:
         """Deprecated name of :meth:`dropout_masks_on` (the memories' ``masks_active`` is a flag)."""
@@ -413,7 +335,7 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         steps, ``(seq_len * n_seq, action_mask_dims)``, or None. Returns ``(seq_len * n_seq,)`` tensors
         (row ``t * n_seq + j``).
         """
-        features = self.extract_features(_flatten_steps(obs))
+        features = self.extract_features(flatten_steps(obs))
         latent_pi, latent_vf = self._memory_sequences(features, lstm_states, episode_starts, masks)
         with self.action_masks_applied(action_masks):
             distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi))

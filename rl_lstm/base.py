@@ -1,5 +1,5 @@
-"""The layer every cell shares: argument checks, the time loop, episode resets, dropout masks, and the
-one dispatcher that chooses how a call runs.
+"""The layer every cell shares: the time loop, episode resets, dropout masks, and the one dispatcher that
+chooses how a call runs (the argument checks are :mod:`rl_lstm.checks`).
 
 Subclasses state facts (class attributes: :attr:`RecurrentLayer.compiled`, :attr:`~RecurrentLayer.scan`,
 :attr:`~RecurrentLayer.torch_kernel`, :attr:`~RecurrentLayer.mask_stages` ...) and math (the one-step
@@ -10,7 +10,6 @@ a call is decided once, in :meth:`RecurrentLayer.execution_path`.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from typing import ClassVar, Literal, TypeVar
 
@@ -18,6 +17,15 @@ import torch
 from torch import Tensor, nn
 
 from rl_lstm import kernel
+from rl_lstm.checks import (
+    check_hidden,
+    check_input,
+    check_size,
+    check_starts,
+    check_tensor,
+    check_traceable,
+    describe,
+)
 from rl_lstm.masks import METHODS, MaskSpec, check_method, sample_masks
 from rl_lstm.memory_times import check_times, gate_bias_units, keep_logit, set_gate_bias_
 from rl_lstm.segments import run_fused, step_loop
@@ -40,20 +48,9 @@ Stage = Literal["step", "after_step", "output"]
 NAMED_METHOD_DROPOUT = 0.1
 
 
-def check_size(name: str, value: int) -> int:
-    """``value`` as an int (any integer type, e.g. numpy's int64); a ValueError unless it is positive."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name}={value!r}: expected a positive integer")
-    return int(value)
-
-
 def _swap(t: object) -> object:
     """``(batch, seq_len, ...)`` <-> ``(seq_len, batch, ...)`` (``batch_first``); anything else as it is."""
     return t.transpose(0, 1) if isinstance(t, Tensor) and t.dim() >= 2 else t
-
-
-def _describe(t: Tensor) -> str:
-    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
 class RecurrentLayer(nn.Module):
@@ -237,77 +234,14 @@ class RecurrentLayer(nn.Module):
         self.episode_masks = current
         return masks
 
-    # ------------------------------------------------------------------ checks
-    def _check_tensor(self, name: str, t: object, shape: tuple[int, ...], what: str) -> Tensor:
-        w = self._param()
-        if not isinstance(t, Tensor):
-            raise ValueError(f"{name}: expected a tensor of shape {what}, got {type(t).__name__}")
-        if t.shape != shape:
-            raise ValueError(f"{name}: expected shape {what} = {shape}, got {_describe(t)}")
-        if t.dtype != w.dtype or t.device != w.device:
-            raise ValueError(
-                f"{name}: expected dtype {w.dtype} on {w.device} (the cell's parameters), got "
-                f"{_describe(t)}; move the cell with .to(...) or convert the tensor"
-            )
-        return t
-
-    def _check_input(self, x: object) -> tuple[int, int]:
-        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[2] != self.input_size or 0 in x.shape[:2]:
-            if isinstance(x, Tensor) and self.batch_first and x.dim() == 3:
-                x = x.transpose(0, 1)  # as the caller gave it
-            got = _describe(x) if isinstance(x, Tensor) else type(x).__name__
-            layout = "batch >= 1, seq_len >= 1" if self.batch_first else "seq_len >= 1, batch >= 1"
-            raise ValueError(
-                f"x: expected a tensor of shape ({layout}, input_size={self.input_size}) or, unbatched, "
-                f"(seq_len >= 1, input_size={self.input_size}); got {got}"
-            )
-        self._check_tensor("x", x, x.shape, "(seq_len, batch, input_size)")
-        return x.shape[0], x.shape[1]
-
-    def _check_hidden(self, hidden: object, batch: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``(h, c)`` each (B, H) from ``hidden``; c is None for an h-only memory."""
-        carries_c = self.state_names == ("h", "c")
-        if hidden is None:
-            zeros = x.new_zeros(batch, self.hidden_size)
-            return zeros, (zeros if carries_c else None)
-        shape = (1, batch, self.hidden_size)
-        if not carries_c:
-            if not isinstance(hidden, Tensor):
-                raise ValueError(
-                    f"hidden: expected the tensor h of shape (1, batch, hidden_size) (this memory carries h "
-                    f"only), got {type(hidden).__name__}"
-                )
-            return self._check_tensor("hidden (h)", hidden, shape, "(1, batch, hidden_size)")[0], None
-        if not isinstance(hidden, (tuple, list)) or len(hidden) != 2:
-            raise ValueError(f"hidden: expected a tuple (h, c), got {type(hidden).__name__}")
-        h = self._check_tensor("hidden[0] (h)", hidden[0], shape, "(1, batch, hidden_size)")
-        c = self._check_tensor("hidden[1] (c)", hidden[1], shape, "(1, batch, hidden_size)")
-        return h[0], c[0]
-
     def _unpack_hidden(self, hidden: object, batch: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """:meth:`_check_hidden` without the checks."""
+        """:func:`rl_lstm.checks.check_hidden` without the checks."""
         if hidden is None:
             zeros = x.new_zeros(batch, self.hidden_size)
             return zeros, (zeros if "c" in self.state_names else None)
         if isinstance(hidden, Tensor):
             return hidden[0], None
         return hidden[0][0], hidden[1][0]
-
-    def _check_starts(self, episode_starts: object, seq_len: int, batch: int) -> Tensor | None:
-        """Return a bool ``(seq_len, batch)`` tensor, or None when no row starts an episode."""
-        if episode_starts is None:
-            return None
-        w = self._param()
-        t = episode_starts
-        if not isinstance(t, Tensor) or tuple(t.shape) != (seq_len, batch):
-            got = _describe(t) if isinstance(t, Tensor) else type(t).__name__
-            raise ValueError(f"episode_starts: expected shape (seq_len, batch) = {(seq_len, batch)}, got {got}")
-        if t.is_complex() or t.device != w.device:
-            raise ValueError(
-                f"episode_starts: expected a bool, integer or real tensor on {w.device}, got {_describe(t)}"
-            )
-        starts = t if t.dtype == torch.bool else t != 0
-        return starts if bool(starts.any()) else None
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -320,7 +254,7 @@ class RecurrentLayer(nn.Module):
         need_state: bool = True,
     ) -> tuple[Tensor, Hidden | None]:
         if torch.jit.is_tracing():
-            self._check_traceable(episode_starts, masks)
+            check_traceable(self, episode_starts, masks)
         if isinstance(x, Tensor) and x.dim() == 2:
             return self._forward_unbatched(x, hidden, episode_starts, masks, need_state)
         if not self.batch_first:
@@ -328,21 +262,6 @@ class RecurrentLayer(nn.Module):
         output, state = self._forward(_swap(x), hidden, _swap(episode_starts), _swap(masks), need_state)
         self.last_masks = _swap(self.last_masks)
         return _swap(output), state
-
-    def _check_traceable(self, episode_starts: object, masks: object) -> None:
-        """Refuse what ``torch.jit.trace`` would record wrongly: where rows start episodes and which masks
-        act are decided in Python, so a trace would replay the traced ones on every later input."""
-        if episode_starts is not None:
-            raise ValueError(
-                "episode_starts: torch.jit.trace would freeze the traced pattern of episode starts; trace "
-                "without them and zero the state of starting rows before the call (torch.where(start, 0, h)), "
-                "as the step of agents.export does"
-            )
-        if masks is not None or self.masks_active:
-            raise ValueError(
-                "torch.jit.trace of a cell with dropout masks acting would freeze them: trace it in eval mode "
-                "(cell.eval()), where no mask acts"
-            )
 
     def __prepare_scriptable__(self) -> nn.Module:
         # torch.jit.script calls this first, on every submodule.
@@ -358,7 +277,7 @@ class RecurrentLayer(nn.Module):
         """``x`` (seq_len, input_size) as a batch of one, as ``nn.LSTM`` takes it: state parts (1, H)."""
         parts = hidden if isinstance(hidden, (tuple, list)) else (hidden,)
         if hidden is not None and not all(isinstance(t, Tensor) and t.dim() == 2 for t in parts):
-            got = [_describe(t) if isinstance(t, Tensor) else type(t).__name__ for t in parts]
+            got = [describe(t) if isinstance(t, Tensor) else type(t).__name__ for t in parts]
             raise ValueError(
                 f"hidden: for unbatched input x (seq_len, input_size) expected each state part of shape "
                 f"(1, hidden_size={self.hidden_size}), got {got}"
@@ -379,13 +298,13 @@ class RecurrentLayer(nn.Module):
     ) -> tuple[Tensor, Hidden | None]:
         """:meth:`forward` on the time-major batched layout."""
         if self.check_args:
-            seq_len, batch = self._check_input(x)
-            h, c = self._check_hidden(hidden, batch, x)
-            starts = self._check_starts(episode_starts, seq_len, batch)
+            seq_len, batch = check_input(self, x)
+            h, c = check_hidden(self, hidden, batch, x)
+            starts = check_starts(self, episode_starts, seq_len, batch)
             if masks is not None:
                 if self.dropout == 0.0:
                     raise ValueError("masks: this cell has dropout=0 and takes no masks; pass masks=None")
-                self._check_tensor("masks", masks, (seq_len, batch, self.mask_width), "(seq_len, batch, mask_width)")
+                check_tensor(self, "masks", masks, (seq_len, batch, self.mask_width), "(seq_len, batch, mask_width)")
         else:  # checked once by the caller: unpack only
             seq_len, batch = x.shape[0], x.shape[1]
             h, c = self._unpack_hidden(hidden, batch, x)

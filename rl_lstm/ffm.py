@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rl_lstm.base import check_size
+from rl_lstm.checks import check_size
 from rl_lstm.memory_times import check_times
 from rl_lstm.scan import LinearRecurrence, Parts
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rl_lstm.base import check_size
+from rl_lstm.checks import check_size
 
 
 class LayerNorm(nn.Module):

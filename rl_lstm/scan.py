@@ -140,7 +140,7 @@ def complex_mul(a: Parts, s: Parts) -> Parts:
     return ar * sr - ai * si, ar * si + ai * sr
 
 
-def step_loop(a: Parts, b: Parts, s0: Parts, starts: Tensor | None) -> Parts:
+def recurrence_loop(a: Parts, b: Parts, s0: Parts, starts: Tensor | None) -> Parts:
     """The reference: ``s_t = a_t * s_{t-1} + b_t`` one step at a time in real arithmetic (complex
     numbers as ``(re, im)`` parts), the state zeroed by selection at episode starts. Each part of
     ``a`` and ``b`` is ``(T, B, N)`` (``a`` may broadcast), of ``s0`` ``(B, N)``; returns the states
@@ -161,7 +161,7 @@ def step_loop(a: Parts, b: Parts, s0: Parts, starts: Tensor | None) -> Parts:
 
 
 def parallel_scan(a: Parts, b: Parts, s0: Parts, starts: Tensor | None) -> Parts:
-    """:func:`step_loop`'s result by :func:`linear_scan` (complex parts joined into a complex tensor
+    """:func:`recurrence_loop`'s result by :func:`linear_scan` (complex parts joined into a complex tensor
     for the scan and split again)."""
     if len(b) == 1:
         return (linear_scan(a[0], b[0], s0[0], starts),)
@@ -240,7 +240,7 @@ class LinearRecurrence(RecurrentLayer):
     def _run_steps(
         self, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, masks: Tensor | None, need_state
     ):
-        return self._recurrence(step_loop, x, h, c, starts, masks, need_state)
+        return self._recurrence(recurrence_loop, x, h, c, starts, masks, need_state)
 
     def _run_scan(
         self, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, masks: Tensor | None, need_state
@@ -248,7 +248,8 @@ class LinearRecurrence(RecurrentLayer):
         return self._recurrence(parallel_scan, x, h, c, starts, masks, need_state)
 
     def _recurrence(self, solve, x: Tensor, h: Tensor, c: Tensor | None, starts, masks, need_state: bool):
-        """The coefficients, the states by ``solve`` (:func:`step_loop` or :func:`parallel_scan`), the read-out."""
+        """The coefficients, the states by ``solve`` (:func:`recurrence_loop` or :func:`parallel_scan`), the
+        read-out."""
         a, b, ctx = self._coefficients(x, masks)
         a, b = self._mask_coefficients(a, b, masks)
         s0 = (h,) if c is None else (h, c)

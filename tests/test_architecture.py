@@ -130,6 +130,17 @@ def _choices(parser, flag: str) -> list[str]:
     return next(a.choices for a in parser._actions if flag in a.option_strings)
 
 
+def test_no_module_imports_another_modules_private_name():
+    """A name another module needs is public; ``_name`` stays inside its module."""
+    modules = _modules()
+    found = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PACKAGES:
+                found += [f"{name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not found, found
+
+
 def test_docstrings_have_one_style():
     """Fields are SB3's ``:param name:`` (the API reference reads them so); no Google or NumPy sections."""
     other = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Attributes):\s*$|^\s*-{3,}\s*$")

@@ -446,7 +446,8 @@ def _spy_paths(monkeypatch) -> Counter:
     modules = (rl_lstm.base, rl_lstm.segments, rl_lstm.scan)
     for module in modules:
         for function, label in (
-            ("run_segments", "segments"), ("run_pieces", "pieces"), ("step_loop", "steps"), ("parallel_scan", "scan"),
+            ("run_segments", "segments"), ("run_pieces", "pieces"), ("step_loop", "steps"),
+            ("recurrence_loop", "steps"), ("parallel_scan", "scan"),
         ):  # fmt: skip
             if hasattr(module, function):
                 monkeypatch.setattr(module, function, counting(getattr(module, function), label))

@@ -14,7 +14,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from agents.off_policy import RecurrentDQN, RecurrentSAC, SequenceReplayBuffer, bytes_per_step
-from agents.off_policy.policies import check_replayable
+from agents.policy_core import check_replayable
 from tests.cue_envs import CueEnv
 
 OBS = spaces.Box(-np.inf, np.inf, (3,), np.float32)

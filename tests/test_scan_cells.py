@@ -13,7 +13,7 @@ import torch
 
 from rl_lstm import make_cell
 from rl_lstm.registry import cell_class
-from rl_lstm.scan import LinearRecurrence, linear_scan, parallel_scan, step_loop
+from rl_lstm.scan import LinearRecurrence, linear_scan, parallel_scan, recurrence_loop
 
 SCAN_NAMES = ["mingru", "minlstm", "lru", "ffm"]
 
@@ -99,7 +99,7 @@ def test_long_chunk_float32_matches_step_loop(complex_):
     starts = torch.zeros(seq_len, batch, dtype=torch.bool)
     starts[3000, 1] = True
     fast = parallel_scan(a, b, s0, starts)
-    slow = step_loop(a, b, s0, starts)
+    slow = recurrence_loop(a, b, s0, starts)
     for f, s in zip(fast, slow, strict=True):
         assert torch.isfinite(f).all()
         scale = s.abs().amax(0)  # (B, N): the size each unit reaches over the chunk

@@ -25,6 +25,11 @@ from agents.memory_init import with_horizon
 from agents.off_policy.buffers import SequenceReplayBuffer
 from agents.off_policy.policies import RecurrentOffPolicyPolicy
 
+#: A replayed window's default length in steps (burn-in included) and its default burn-in (R2D2 used 80 and 40);
+#: the one home of both defaults, read by RecurrentDQN and RecurrentSAC.
+SEQ_LEN = 32
+BURN_IN = 8
+
 
 class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
     """SB3's off-policy algorithm with a memory: collection runs the policy one step at a time over all
@@ -39,7 +44,9 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
     policy: RecurrentOffPolicyPolicy
     replay_buffer: SequenceReplayBuffer
 
-    def __init__(self, *args: Any, seq_len: int = 32, burn_in: int = 8, state_stride: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, seq_len: int = SEQ_LEN, burn_in: int = BURN_IN, state_stride: int = 1, **kwargs: Any
+    ) -> None:
         self.seq_len = seq_len
         self.burn_in = burn_in
         self.state_stride = state_stride

@@ -14,7 +14,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import LinearSchedule, get_parameters_by_name, polyak_update
 
 from agents.checks import check_number
-from agents.off_policy.base import RecurrentOffPolicyAlgorithm
+from agents.off_policy.base import BURN_IN, SEQ_LEN, RecurrentOffPolicyAlgorithm
 from agents.off_policy.buffers import SequenceReplaySamples
 from agents.off_policy.policies import CnnRecurrentDQNPolicy, MultiInputRecurrentDQNPolicy, RecurrentDQNPolicy
 
@@ -79,8 +79,8 @@ class RecurrentDQN(RecurrentOffPolicyAlgorithm):
         train_freq: int | tuple[int, str] = 4,
         gradient_steps: int = 1,
         n_steps: int = 1,
-        seq_len: int = 32,
-        burn_in: int = 8,
+        seq_len: int = SEQ_LEN,
+        burn_in: int = BURN_IN,
         state_stride: int = 1,
         target_update_interval: int = 10000,
         exploration_fraction: float = 0.1,

@@ -29,32 +29,12 @@ from torch import nn
 
 from agents.memory import MemoryStack
 from agents.memory_init import init_memories_
-from agents.policies import memory_settings
+from agents.policy_core import check_replayable, make_optimizer, masks_in_eval, memory_settings
 
 Hidden = tuple[th.Tensor, th.Tensor]
 
 # SB3 SAC's bounds on the actor's log standard deviation.
 LOG_STD_MIN, LOG_STD_MAX = -20, 2
-
-
-def check_replayable(memory: nn.Module, cell: str) -> None:
-    """A ValueError naming ``cell`` unless ``memory`` reports the dropout masks it acts with (its
-    ``last_masks``) when it has dropout: replay needs them to recompute what was collected."""
-    if getattr(memory, "mask_width", 0) == 0:
-        return
-    with th.no_grad():
-        before = memory.masks_in_eval
-        memory.masks_in_eval = True
-        try:
-            memory(th.zeros(1, 1, memory.input_size), None, th.ones(1, 1))
-        finally:
-            memory.masks_in_eval = before
-    masks = memory.last_masks
-    if masks is None or tuple(masks.shape) != (1, 1, memory.mask_width):
-        raise ValueError(
-            f"cell={cell!r}: its memory acts with dropout masks but does not report them (last_masks), so a replayed "
-            "window could not use the masks it was collected with; expected a cell that records its masks, or dropout=0"
-        )
 
 
 class MemoryNet(nn.Module):
@@ -178,10 +158,7 @@ class RecurrentOffPolicyPolicy(BasePolicy):
         return MemoryNet(extractor, memory)
 
     def make_optimizer(self, params: Iterator[nn.Parameter]) -> th.optim.Optimizer:
-        kwargs = dict(self.optimizer_kwargs)
-        if self.optimizer_class is th.optim.Adam and not {"fused", "foreach", "capturable"} & set(kwargs):
-            kwargs["fused"] = True  # one kernel for all parameters, as the on-policy agents
-        return self.optimizer_class(list(params), lr=self.lr_schedule(1), **kwargs)
+        return make_optimizer(self.optimizer_class, self.optimizer_kwargs, params, self.lr_schedule)
 
     # ------------------------------------------------------------------ memories
     def acting_memory(self) -> MemoryNet:
@@ -195,15 +172,8 @@ class RecurrentOffPolicyPolicy(BasePolicy):
     @contextmanager
     def dropout_masks_on(self) -> Iterator[None]:
         """Within this block the stored memories act with their dropout masks in eval mode (collection)."""
-        nets = self.stored_memories()
-        before = [m.memory.masks_in_eval for m in nets]
-        for m in nets:
-            m.memory.masks_in_eval = True
-        try:
+        with masks_in_eval(m.memory for m in self.stored_memories()):
             yield
-        finally:
-            for m, b in zip(nets, before, strict=True):
-                m.memory.masks_in_eval = b
 
     def zero_states(self, n_envs: int) -> list[Hidden]:
         zeros = th.zeros(self.n_lstm_layers, n_envs, self.lstm_hidden_size, device=self.device)

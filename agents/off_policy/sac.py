@@ -13,7 +13,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import polyak_update
 
 from agents.checks import check_number
-from agents.off_policy.base import RecurrentOffPolicyAlgorithm
+from agents.off_policy.base import BURN_IN, SEQ_LEN, RecurrentOffPolicyAlgorithm
 from agents.off_policy.buffers import SequenceReplaySamples
 from agents.off_policy.policies import CnnRecurrentSACPolicy, MultiInputRecurrentSACPolicy, RecurrentSACPolicy
 
@@ -56,8 +56,8 @@ class RecurrentSAC(RecurrentOffPolicyAlgorithm):
         gamma: float = 0.99,
         train_freq: int | tuple[int, str] = 1,
         gradient_steps: int = 1,
-        seq_len: int = 32,
-        burn_in: int = 8,
+        seq_len: int = SEQ_LEN,
+        burn_in: int = BURN_IN,
         state_stride: int = 1,
         ent_coef: str | float = "auto",
         target_update_interval: int = 1,

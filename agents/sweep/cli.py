@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.sweep.backends import LocalBackend, RayBackend, run_all
-from agents.sweep.records import LOCK_NAME, _lock, _strict_json, is_done, read_record, record_path
+from agents.sweep.records import LOCK_NAME, is_done, lock_folder, read_record, record_path, strict_json
 from agents.sweep.report import report
 from agents.sweep.spec import DEFAULT_SWEEP, SweepError, load_sweep, order, plan
 from agents.sweep.worker import FAIL_ENV
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if task not in todo:
             print(f"skipped {task.run_id} (record ok)")
     status = 0
-    lock = None if args.report_only else _lock(out)
+    lock = None if args.report_only else lock_folder(out)
     if lock is False:
         print(f"bench_memory.py: error: another sweep is writing {out} (lock {out / LOCK_NAME})", file=sys.stderr)
         return 2
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal done, status
             done += 1
             task = next(t for t in todo if t.env == record["env"] and t.name == record["name"])
-            write_json(record_path(out, task), _strict_json(record))
+            write_json(record_path(out, task), strict_json(record))
             if record["status"] == "ok":
                 print(
                     f"[{done}/{len(todo)}] ok      {task.run_id}: return {record['final_return_mean']:.3f}, "

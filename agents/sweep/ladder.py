@@ -23,8 +23,8 @@ from typing import Any
 
 from agents.sweep import records
 from agents.sweep.backends import LocalBackend, run_all
-from agents.sweep.records import _lock, _strict_json
-from agents.sweep.spec import SweepError, _check_keys
+from agents.sweep.records import lock_folder, strict_json
+from agents.sweep.spec import SweepError, check_keys
 from agents.sweep.worker import RunTask
 from agents.training import ALGOS, ConfigError, TrainConfig, check_config
 from envs import ENV_INFO, LADDER_FAMILIES, LADDER_RUNGS, ladder_id
@@ -67,13 +67,13 @@ class Ladder:
     def from_dict(cls, where: str, data: Any) -> Ladder:
         if not isinstance(data, dict) or not isinstance(data.get("rows"), dict) or not data["rows"]:
             raise SweepError(f"{where}: expected a mapping with a non-empty mapping 'rows'")
-        _check_keys(where, data, cls)
+        check_keys(where, data, cls)
         data = dict(data)
         rows = {}
         for name, row in data["rows"].items():
             if not isinstance(row, dict) or "algo" not in row:
                 raise SweepError(f"{where}: rows.{name}: expected a mapping with at least algo")
-            _check_keys(f"{where}: rows.{name}", row, Row)
+            check_keys(f"{where}: rows.{name}", row, Row)
             rows[name] = Row(**row)
         data["rows"] = rows
         if data.get("quick") is not None:
@@ -295,7 +295,7 @@ def plot(ladder: Ladder, data: dict[str, Any], path: Path) -> bool:
 
 
 def report(ladder: Ladder, out: Path, command: str) -> dict[str, Any]:
-    data = {"command": command, "machine": machine_info(), "ladder": _strict_json(dataclasses.asdict(ladder)),
+    data = {"command": command, "machine": machine_info(), "ladder": strict_json(dataclasses.asdict(ladder)),
             "rows": summarize(ladder, out)}  # fmt: skip
     write_json(out / "ladder.json", data)
     plot(ladder, data, out / "ladder.png")
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out
     if not args.report_only:
-        lock = _lock(out)
+        lock = lock_folder(out)
         if lock is False:
             print(f"bench_ladder.py: error: another sweep is writing {out}", file=sys.stderr)
             return 2
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         def run(tasks: list[LadderTask]) -> None:
             def on_record(record: dict[str, Any]) -> None:
                 task = next(t for t in tasks if t.env == record["env"] and t.name == record["name"])
-                write_json(record_path(out, task), _strict_json(record))
+                write_json(record_path(out, task), strict_json(record))
                 print(f"  {record['status']:6} {task.run_id}: success {record.get('final_success_rate')}", flush=True)
 
             run_all(backend, tasks, 1, on_record)

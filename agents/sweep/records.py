@@ -58,21 +58,21 @@ def _jsonable(data: Any) -> Any:
     return json.loads(json.dumps(data, default=str))
 
 
-def _strict_json(data: Any) -> Any:
+def strict_json(data: Any) -> Any:
     """NaN and infinities as null: memory.json is strict JSON."""
     if isinstance(data, float) and not math.isfinite(data):
         return None
     if isinstance(data, dict):
-        return {k: _strict_json(v) for k, v in data.items()}
+        return {k: strict_json(v) for k, v in data.items()}
     if isinstance(data, list):
-        return [_strict_json(v) for v in data]
+        return [strict_json(v) for v in data]
     return data
 
 
 LOCK_NAME = ".sweep.lock"
 
 
-def _lock(out: Path) -> Any:
+def lock_folder(out: Path) -> Any:
     """Hold an exclusive lock on OUT for the life of this process, or return False if another sweep holds it.
 
     Two sweeps on one folder would train the same run in the same work folder, each wiping the other's

@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from agents.sweep.records import _strict_json, read_record, record_path
+from agents.sweep.records import read_record, record_path, strict_json
 from agents.sweep.summary import ladder_table, plot_ladder, which_memory
 from agents.sweep.worker import RunTask
 from agents.training.algos import ALGOS
@@ -246,7 +246,7 @@ def report(out: Path, tasks: list[RunTask], command: str, smoke: bool = False) -
         "machine": machine_info(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    write_json(out / "memory.json", _strict_json({**header, "envs": data}))
+    write_json(out / "memory.json", strict_json({**header, "envs": data}))
     tmp = out / ".memory.md.tmp"
     tmp.write_text(markdown(data, header))
     os.replace(tmp, out / "memory.md")

@@ -23,7 +23,8 @@ class SweepError(ValueError):
     """A bad argument or sweep file; the message names the value and the choices."""
 
 
-def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
+def check_keys(where: str, data: dict[str, Any], cls: type) -> None:
+    """A SweepError naming ``where`` and the keys of ``data`` that are not fields of the dataclass ``cls``."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -58,7 +59,7 @@ class EnvSpec:
     def from_dict(cls, where: str, data: Any) -> EnvSpec:
         if not isinstance(data, dict) or "total_timesteps" not in data:
             raise SweepError(f"{where}: expected a mapping with at least total_timesteps")
-        _check_keys(where, data, cls)
+        check_keys(where, data, cls)
         return cls(**data)
 
 
@@ -81,7 +82,7 @@ class Sweep:
     def from_dict(cls, where: str, data: Any) -> Sweep:
         if not isinstance(data, dict) or not isinstance(data.get("envs"), dict) or not data["envs"]:
             raise SweepError(f"{where}: expected a mapping with a non-empty mapping 'envs'")
-        _check_keys(where, data, cls)
+        check_keys(where, data, cls)
         data = dict(data)
         data["envs"] = {env: EnvSpec.from_dict(f"{where}: envs.{env}", spec) for env, spec in data["envs"].items()}
         if data.get("cells") == "all":
