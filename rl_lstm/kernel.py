@@ -17,8 +17,9 @@ through it raises, naming ``RL_LSTM_KERNEL=0``.
 
 ``RL_LSTM_GEMM`` chooses the routine of the per-step recurrent products (``h W_hh^T`` forward, ``dh``
 backward; ``rl_lstm/csrc/small_gemm.h``; ``dW_hh``, with 4H rows, stays on BLAS): ``auto`` (the default:
-AVX-512, else AVX2 with FMA, else BLAS), ``avx512``, ``avx2`` or ``blas``. A routine the CPU cannot
-run falls back to BLAS; :func:`gemm_path` says which one runs.
+AVX-512, else AVX2 with FMA, else BLAS), ``avx512``, ``avx2`` or ``blas``. Asking for a routine the CPU
+cannot run is a ValueError naming the ones it can (at the first kernel call, or :func:`gemm_path`);
+:func:`gemm_path` says which one runs.
 """
 
 from __future__ import annotations
@@ -238,8 +239,8 @@ def gemm_mode() -> str:
 
 def gemm_path() -> str:
     """The routine the kernel's recurrent products run on now: ``avx512``, ``avx2`` or ``blas`` (what
-    ``RL_LSTM_GEMM`` asks for where the CPU has the instructions, else BLAS), or ``none`` when the kernel
-    is not built."""
+    ``RL_LSTM_GEMM`` asks for; a ValueError where this CPU cannot run it), or ``none`` when the kernel is not
+    built."""
     gemm_mode()
     module = _module if _module is not None else load()
     return "none" if module is None else module.gemm_path()

@@ -1,16 +1,23 @@
 """The kernel's small-row matrix routines (rl_lstm/csrc/small_gemm.h) against BLAS.
 
 Each routine is forced by name (``RL_LSTM_GEMM``, or the test entry ``small_matmul``), so that the AVX2
-routine is tested on an AVX-512 machine too; a routine the CPU cannot run must fall back to BLAS.
+routine is tested on an AVX-512 machine too; a routine the CPU cannot run is refused by name (the test entry
+``small_matmul`` alone falls back to BLAS, which tells the tests what the CPU runs).
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from rl_lstm import kernel, make_cell
 
+ROOT = Path(__file__).resolve().parents[1]
 ROUTINES = ("avx512", "avx2")
 
 
@@ -75,7 +82,11 @@ def test_gemm_path_names_the_routine(module, monkeypatch):
     assert kernel.gemm_path() == "blas"
     for path in ROUTINES:
         monkeypatch.setenv(kernel.GEMM_ENV, path)
-        assert kernel.gemm_path() == (path if _cpu_has(module, path) else "blas")
+        if _cpu_has(module, path):
+            assert kernel.gemm_path() == path
+        else:  # asked for by name, a routine this CPU cannot run stops: nothing runs another one silently
+            with pytest.raises(ValueError, match=f"RL_LSTM_GEMM={path}: this CPU cannot run the {path} routine"):
+                kernel.gemm_path()
     monkeypatch.delenv(kernel.GEMM_ENV)
     assert kernel.gemm_path() in ROUTINES + ("blas",)
 
@@ -108,8 +119,31 @@ def test_chunk_on_routine_equals_blas(module, monkeypatch, path, name, dtype, hi
     monkeypatch.setenv(kernel.ENV, "1")
     cell(x, state, starts)
     masks = cell.last_masks
+    if not _cpu_has(module, path):
+        with pytest.raises(ValueError, match=f"RL_LSTM_GEMM={path}: this CPU cannot run"):
+            _chunk(monkeypatch, path, cell, x, state, starts, masks)
+        return
     got = _chunk(monkeypatch, path, cell, x, state, starts, masks)
     want = _chunk(monkeypatch, "blas", cell, x, state, starts, masks)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
     for k, (g, w) in enumerate(zip(got, want, strict=True)):
         torch.testing.assert_close(g, w, msg=lambda m, k=k: f"result {k}: {m}", **tol)
+
+
+def test_the_command_line_refuses_a_routine_this_cpu_cannot_run(module, tmp_path):
+    """A run asked for a routine this CPU lacks stops before anything is written, naming the value and what runs."""
+    missing = [path for path in ROUTINES if not _cpu_has(module, path)]
+    if not missing:
+        pytest.skip("this CPU runs every routine")
+    out = tmp_path / "run"
+    env = {**os.environ, kernel.GEMM_ENV: missing[0], "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "--env", "CartPole-v1", "--total-timesteps", "64",
+         "--n-envs", "2", "--hidden-size", "8", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"train.py: error: RL_LSTM_GEMM={missing[0]}: this CPU cannot run the {missing[0]} routine; it runs:" in (
+        proc.stderr
+    )
+    assert not out.exists()

@@ -144,10 +144,15 @@ def write_config(config: TrainConfig, run_dir: Path, resumed_at: int | None) -> 
 
 def build_kernel(model: BaseAlgorithm) -> None:
     """Build the compiled kernel now where the model's memory runs on it (once per machine, about a
-    minute), so that the run's clock leaves the one-time compile out."""
+    minute), so that the run's clock leaves the one-time compile out; a ConfigError where ``RL_LSTM_GEMM``
+    asks for a routine this CPU cannot run."""
     for module in model.policy.modules():
         if isinstance(module, KernelLSTM) and module.fused:
-            kernel.use(next(module.parameters()).detach())
+            if kernel.use(next(module.parameters()).detach()):
+                try:
+                    kernel.gemm_path()
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
             return
 
 
@@ -171,6 +176,7 @@ def train(
     env = make_training_envs(config, resume_path)
     try:
         model = build_model(config, env, resume_path)
+        build_kernel(model)
     except ConfigError:
         env.close()
         raise
@@ -207,7 +213,6 @@ def _train(
     )
     if not progress_bar:  # a line every 5% of the budget where no progress bar shows anything
         callbacks = [*callbacks, ProgressLines(config.total_timesteps, max(remaining // 20, 1), log)]
-    build_kernel(model)
     # Ctrl-C raises KeyboardInterrupt even where the process was started with SIGINT ignored (as a
     # shell's background job is); SIGTERM raises Stop. Both save before exiting.
     previous = signal.signal(signal.SIGTERM, raise_stop), signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -7,8 +7,8 @@
 // 4 (AVX2) by 2 vectors of columns. Products with many rows (dW_hh: 4H rows) stay with BLAS.
 //
 // The routine is chosen at run time: the environment variable RL_LSTM_GEMM (read per call) asks for
-// `auto` (the default: AVX-512, else AVX2 with FMA, else BLAS), `avx512`, `avx2` or `blas`; a routine the
-// CPU cannot run falls back to BLAS.
+// `auto` (the default: AVX-512, else AVX2 with FMA, else BLAS), `avx512`, `avx2` or `blas`; asking for a
+// routine the CPU cannot run is an error naming the ones it can.
 
 #pragma once
 
@@ -42,7 +42,16 @@ inline bool cpu_has(Path p) {
   return p == BLAS;
 }
 
-// What RL_LSTM_GEMM asks for, where the CPU can run it; else BLAS.
+// The routines this CPU runs, for messages: "avx2, blas".
+inline std::string available() {
+  std::string names;
+  for (Path p : {AVX512, AVX2, BLAS}) {
+    if (cpu_has(p)) names += std::string(names.empty() ? "" : ", ") + path_name(p);
+  }
+  return names;
+}
+
+// What RL_LSTM_GEMM asks for; a routine this CPU cannot run is a ValueError naming what it can.
 inline Path path() {
   const char* env = std::getenv("RL_LSTM_GEMM");
   const std::string want = env == nullptr || env[0] == '\0' ? "auto" : env;
@@ -58,7 +67,9 @@ inline Path path() {
   } else {
     TORCH_CHECK_VALUE(false, "RL_LSTM_GEMM=", want, ": expected one of auto, avx512, avx2, blas");
   }
-  return cpu_has(p) ? p : BLAS;
+  TORCH_CHECK_VALUE(cpu_has(p), "RL_LSTM_GEMM=", want, ": this CPU cannot run the ", want,
+                    " routine; it runs: ", available(), " (or auto, the fastest of them)");
+  return p;
 }
 
 // Columns per packed panel: 2 vectors.
