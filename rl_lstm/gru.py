@@ -23,11 +23,13 @@ class GRU(HiddenStateLayer):
     ``weight_hh`` (3H, H), ``bias_ih``, ``bias_hh``, gate order r, z, n); at ``dropout=0`` it
     computes exactly what ``nn.GRU`` does. The state is ``h`` alone, ``(1, batch, hidden_size)``.
 
-    Where the math allows, it runs PyTorch's fused kernels: ``torch.gru_cell`` one step at a time,
-    and the ``nn.GRU`` sequence kernel between episode starts when the masks leave the carried
-    state alone.
+    Calls run on the compiled chunk kernel (:mod:`rl_lstm.kernel`) where it can run. Otherwise, where the
+    math allows, on PyTorch's fused kernels: ``torch.gru_cell`` one step at a time, and the ``nn.GRU``
+    sequence kernel between episode starts when the masks leave the carried state alone; else on the step
+    loop.
     """
 
+    compiled = True
     gates = 3
     torch_module = nn.GRU
     dropout_methods = ("pytorch", "gal", "semeniuta", "zoneout")
@@ -52,6 +54,11 @@ class GRU(HiddenStateLayer):
         if m is not None and self.mask_spec.site == "candidate":
             n = n * m
         return self._after_step(h, None, torch.lerp(n, h, z), None, m)  # (1 - z) * n + z * h
+
+    def kernel_norms(self) -> tuple[list[Tensor | None], float, float]:
+        """The layer norms as the compiled kernel (:func:`rl_lstm.kernel.run`) takes them: the gains and
+        biases of the input and recurrent norms (None where there is none), their epsilon, and 0 (no cell)."""
+        return [None] * 4, 0.0, 0.0
 
     def _cell(self, x: Tensor, h: Tensor, c: None = None) -> tuple[Tensor, None]:
         return torch.gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh), None

@@ -1,6 +1,6 @@
-"""The compiled recurrent kernel: a whole chunk ``(T, B)`` of LSTM steps per call, with episode
+"""The compiled recurrent kernel: a whole chunk ``(T, B)`` of LSTM or GRU steps per call, with episode
 resets, every dropout site's masks and optional layer norm inside, and a hand-written backward
-through time (``rl_lstm/csrc/lstm_chunk.cpp``).
+through time (``rl_lstm/csrc/lstm_chunk.cpp``, the GRU family's in ``gru_chunk.inc``).
 
 It is built at first use from the installed torch with ``torch.utils.cpp_extension.load`` and
 cached (under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), once per torch
@@ -46,7 +46,7 @@ ENV = "RL_LSTM_KERNEL"
 MODES = ("auto", "0", "1")
 SOURCE = Path(__file__).parent / "csrc" / "lstm_chunk.cpp"
 #: Files the source includes: torch's build cache watches the sources only, so their digest enters the flags.
-HEADERS = (SOURCE.parent / "small_gemm.h", SOURCE.parent / "small_gemm_body.inc")
+HEADERS = (SOURCE.parent / "small_gemm.h", SOURCE.parent / "small_gemm_body.inc", SOURCE.parent / "gru_chunk.inc")
 GEMM_ENV = "RL_LSTM_GEMM"
 GEMM_MODES = ("auto", "avx512", "avx2", "blas")
 DTYPES = (torch.float32, torch.float64)
@@ -55,9 +55,11 @@ SITES = {"output": 1, "hidden": 2, "cell": 3, "candidate": 4, "zoneout": 5}
 
 
 class KernelCell(Protocol):
-    """What :func:`run` reads of a cell (``rl_lstm.lstm.LSTM`` and its subclasses): nn.LSTM-shaped
-    parameters, the dropout site and probability, and the layer norms."""
+    """What :func:`run` reads of a cell (``rl_lstm.lstm.LSTM``, ``rl_lstm.gru.GRU`` and their subclasses):
+    nn.LSTM- or nn.GRU-shaped parameters, the state it carries, the dropout site and probability, and the
+    layer norms."""
 
+    state_names: tuple[str, ...]
     hidden_size: int
     dropout: float
     mask_spec: MaskSpec
@@ -214,15 +216,22 @@ def use(x: Tensor) -> bool:
 def run(
     cell: KernelCell, x: Tensor, h: Tensor, c: Tensor, starts: Tensor | None, masks: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """A cell's ``_run`` on the kernel: ``x`` (T, B, I), ``h``/``c`` (B, H), ``starts`` bool (T, B) or
-    None, ``masks`` (T, B, mask_width) or None -> output (T, B, H), h, c."""
+    """A cell's ``_run`` on the kernel: ``x`` (T, B, I), ``h``/``c`` (B, H; c None for the GRU family),
+    ``starts`` bool (T, B) or None, ``masks`` (T, B, mask_width) or None -> output (T, B, H), h, c."""
     site = cell.mask_spec.site
+    lstm = cell.state_names == ("h", "c")
     if masks is None and site == "zoneout" and cell.dropout > 0.0:
         # The expectation: each unit p of the way back to its previous value (a stride-0 mask).
-        masks = x.new_full((1, 1, 2 * cell.hidden_size), cell.dropout).expand(x.shape[0], x.shape[1], -1)
+        width = 2 * cell.hidden_size if lstm else cell.hidden_size
+        masks = x.new_full((1, 1, width), cell.dropout).expand(x.shape[0], x.shape[1], -1)
     code = 0 if masks is None else SITES[site]
     norms, eps_pre, eps_c = cell.kernel_norms()
     module = _module if _module is not None else load()
+    if not lstm:
+        out, h = module.gru_chunk(
+            x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, *norms, masks, starts, code, eps_pre
+        )
+        return out, h, None
     out, h, c = module.lstm_chunk(
         x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, *norms, masks, starts, code, eps_pre, eps_c
     )

@@ -26,7 +26,7 @@ class LayerNormGRU(GRU):
     """
 
     torch_equivalent = False
-    # No fused kernel computes this math: always the step loop.
+    # No PyTorch fused kernel computes this math: the compiled kernel, else the step loop.
     torch_kernel = False
     torch_cell = False
 
@@ -47,6 +47,10 @@ class LayerNormGRU(GRU):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", learnable={self.learnable}"
+
+    def kernel_norms(self) -> tuple[list[Tensor | None], float, float]:
+        # ln_ih and ln_hh are built with the same (default) epsilon: the kernel takes one for both.
+        return [self.ln_ih.weight, self.ln_ih.bias, self.ln_hh.weight, self.ln_hh.bias], self.ln_ih.epsilon, 0.0
 
     def _project_input(self, x: Tensor) -> Tensor:
         xw = self.ln_ih(F.linear(x, self.weight_ih))

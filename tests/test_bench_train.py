@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from agents.training import speed
 
 
@@ -16,6 +20,25 @@ def test_rows_per_chunk_length_and_block():
     assert all(r.kwargs["n_steps"] == 128 and r.kwargs["batch_size"] == 256 for r in ppo)
     assert {r.block for r in rs} == {"ppo", "a2c n_steps=5"}
     assert sum(r.reference for r in rs) == 2
+
+
+def test_rows_take_the_shape_of_a_memory_task():
+    shape = speed.Shape("PassiveTMaze-L100-v0", n_envs=64, n_steps=1024, batch_size=128, n_epochs=4)
+    rs = speed.rows(["lstm"], 0.1, 64, blocks=("ppo", "a2c"), a2c_n_steps=(5,), shape=shape)
+    ppo = [r for r in rs if r.block == "ppo"]
+    assert all(r.kwargs["n_steps"] == 1024 and r.kwargs["batch_size"] == 128 and r.kwargs["n_epochs"] == 4 for r in ppo)
+    assert [r.kwargs["batch_size"] for r in rs if r.block.startswith("a2c") and r.reference] == [5 * 64]
+    assert shape.round_steps == 64 * 1024
+    for r in rs:
+        r.results = _results(100.0)
+    text = speed.report({1: rs}, {**_settings([1.0]), "shape": dataclasses.asdict(shape)})
+    assert "PassiveTMaze-L100-v0, 64 envs, n_steps 1024, batch 128, 4 epochs." in text
+
+
+def test_a_task_that_is_not_registered_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit) as stop:
+        speed.main(["--env", "NoSuchTask-v0", "--quick", "--out", "/nonexistent/never"])
+    assert stop.value.code == 2 and "--env 'NoSuchTask-v0': not a registered Gymnasium id" in capsys.readouterr().err
 
 
 def _settings(loads):

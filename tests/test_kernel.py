@@ -23,6 +23,7 @@ from rl_lstm.registry import cell_class
 
 COMPILED = [name for name in CELLS if cell_class(name).compiled]
 LN_VARIANTS = [{"ln_preact": False}, {"learnable": False}, {"ln_preact": False, "learnable": False, "bias": False}]
+GRU_LN_VARIANTS = [{"learnable": False}, {"learnable": False, "bias": False}]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,21 +55,28 @@ def _inputs(seq_len: int, batch: int, dtype=torch.float64, p_start: float = 0.2)
     return x, hidden, starts
 
 
+def _state(cell, hidden):
+    """``hidden`` as the cell takes it: ``(h, c)`` for the LSTM family, ``h`` for the GRU family."""
+    return hidden if cell.state_names == ("h", "c") else hidden[0]
+
+
 def _run(monkeypatch, path: str, cell, x, hidden, starts, masks, need_state=True, seed=None):
-    """Outputs, final state and the gradients of a loss of all three w.r.t. x, h0, c0 and every parameter."""
+    """Outputs, final state and the gradients of a loss of all three w.r.t. x, h0, c0 and every parameter
+    (h0 alone for the GRU family)."""
     monkeypatch.setenv(kernel.ENV, path)
     if seed is not None:  # the same masks on both paths: the same draws, and no per-episode masks held over
         torch.manual_seed(seed)
         cell.episode_masks = None
     x = x.clone().requires_grad_(True)
-    h0, c0 = (s.clone().requires_grad_(True) for s in hidden)
-    out, state = cell(x, (h0, c0), starts, masks, need_state=need_state)
+    hidden = _state(cell, tuple(s.clone().requires_grad_(True) for s in hidden))
+    out, state = cell(x, hidden, starts, masks, need_state=need_state)
     loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum()
     results = [out]
     if need_state:
-        loss = loss + 0.3 * state[0].sum() + 0.7 * (state[1] ** 2).sum()
-        results += list(state)
-    params = [x, h0, c0, *cell.parameters()]
+        parts = state if isinstance(state, tuple) else (state,)
+        loss = loss + 0.3 * parts[0].sum() + sum(0.7 * (p**2).sum() for p in parts[1:])
+        results += list(parts)
+    params = [x, *(hidden if isinstance(hidden, tuple) else (hidden,)), *cell.parameters()]
     results += torch.autograd.grad(loss, params, allow_unused=True)
     return results, cell.last_masks
 
@@ -87,7 +95,7 @@ def test_kernel_equals_python_path_replayed_masks(monkeypatch, name, seq_len, ba
     cell = _cell(name, dropout=0.4)
     x, hidden, starts = _inputs(seq_len, batch)
     monkeypatch.setenv(kernel.ENV, "0")
-    cell(x, hidden, starts)
+    cell(x, _state(cell, hidden), starts)
     masks = cell.last_masks
     assert masks is not None
     got, _ = _run(monkeypatch, "1", cell, x, hidden, starts, masks)
@@ -116,10 +124,13 @@ def test_kernel_equals_python_path_without_dropout_or_starts(monkeypatch, name):
     _assert_same(got, want)
 
 
-@pytest.mark.parametrize("kwargs", LN_VARIANTS)
-@pytest.mark.parametrize("name", ["ln", "ln-gal", "ln-zoneout"])
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [(name, kwargs) for name in ("ln", "ln-gal", "ln-zoneout") for kwargs in LN_VARIANTS]
+    + [(name, kwargs) for name in ("ln-gru", "ln-gru-gal", "ln-gru-zoneout") for kwargs in GRU_LN_VARIANTS],
+)
 def test_kernel_layer_norm_variants(monkeypatch, name, kwargs):
-    """Layer norm on c only, frozen gains, no bias: the same results as the Python path."""
+    """Layer norm on c only (the LSTMs), frozen gains, no bias: the same results as the Python path."""
     cell = _cell(name, dropout=0.3, **kwargs)
     x, hidden, starts = _inputs(12, 4)
     got, _ = _run(monkeypatch, "1", cell, x, hidden, starts, None, seed=2)
@@ -127,7 +138,7 @@ def test_kernel_layer_norm_variants(monkeypatch, name, kwargs):
     _assert_same(got, want)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gal", "zoneout"])
+@pytest.mark.parametrize("name", ["lstm", "gal", "zoneout", "gru", "gru-gal", "gru-zoneout", "ln-gru-semeniuta"])
 def test_kernel_without_bias(monkeypatch, name):
     cell = _cell(name, dropout=0.3, bias=False)
     x, hidden, starts = _inputs(10, 3)
@@ -149,17 +160,17 @@ def test_kernel_in_eval_mode(monkeypatch, name, masks_in_eval):
         monkeypatch.setenv(kernel.ENV, path)
         torch.manual_seed(1)
         cell.episode_masks = None
-        state, steps = hidden, []
+        state, steps = _state(cell, hidden), []
         with torch.no_grad():
             for t in range(6):
                 out, state = cell(x[t : t + 1], state, starts[t : t + 1])
                 steps.append(out)
         assert (cell.last_masks is not None) == masks_in_eval
-        outs[path] = [torch.cat(steps), *state]
+        outs[path] = [torch.cat(steps), *(state if isinstance(state, tuple) else (state,))]
     _assert_same(outs["1"], outs["0"])
 
 
-@pytest.mark.parametrize("name", ["gal", "ln-moon", "zoneout"])
+@pytest.mark.parametrize("name", ["gal", "ln-moon", "zoneout", "gru-gal", "ln-gru-zoneout"])
 def test_collection_masks_replay_on_the_kernel(monkeypatch, name):
     """The replay property with the kernel: masks used step by step in collection (eval mode,
     masks_in_eval) give the same outputs when the whole chunk is replayed with them in training."""
@@ -167,6 +178,7 @@ def test_collection_masks_replay_on_the_kernel(monkeypatch, name):
     cell = _cell(name, dropout=0.4).eval()
     cell.masks_in_eval = True
     x, hidden, starts = _inputs(10, 4)
+    hidden = _state(cell, hidden)
     state, outs, masks = hidden, [], []
     with torch.no_grad():
         for t in range(10):
@@ -178,7 +190,7 @@ def test_collection_masks_replay_on_the_kernel(monkeypatch, name):
     torch.testing.assert_close(replay, torch.cat(outs))
 
 
-@pytest.mark.parametrize("name", ["lstm", "gal", "ln-zoneout", "ln-semeniuta"])
+@pytest.mark.parametrize("name", ["lstm", "gal", "ln-zoneout", "ln-semeniuta", "gru", "gru-gal", "ln-gru-zoneout"])
 def test_kernel_float32_close_to_python_path(monkeypatch, name):
     cell = _cell(name, dropout=0.3, dtype=torch.float32)
     x, hidden, starts = _inputs(32, 8, dtype=torch.float32)
@@ -207,11 +219,32 @@ def test_kernel_gradcheck(monkeypatch, name):
     assert torch.autograd.gradcheck(f, args)
 
 
+@pytest.mark.parametrize("name", ["gru-gal", "gru-semeniuta", "ln-gru-zoneout"])
+def test_gru_kernel_gradcheck(monkeypatch, name):
+    """Finite differences against the GRU kernel's hand-written backward: inputs, h0 and every parameter."""
+    monkeypatch.setenv(kernel.ENV, "1")
+    cell = _cell(name, dropout=0.3)
+    x, hidden, starts = _inputs(5, 2)
+    cell(x, hidden[0], starts)
+    masks = cell.last_masks
+    names = [n for n, _ in cell.named_parameters()]
+
+    def f(x, h0, *params):
+        out, h = torch.func.functional_call(cell, dict(zip(names, params, strict=True)), (x, h0, starts, masks))
+        return out, h
+
+    args = [t.clone().requires_grad_(True) for t in (x, hidden[0], *cell.parameters())]
+    assert torch.autograd.gradcheck(f, args)
+
+
 # ---------------------------------------------------------------- class facts
 def test_class_facts():
     """Whether a class runs on the kernel is a class attribute, read through the registry."""
     assert cell_class("nn").compiled is False and cell_class("slow").compiled is False
     assert {"lstm", "gal", "moon", "semeniuta", "zoneout", "ln", "ln-gal", "ln-moon", "ln-zoneout"} <= set(COMPILED)
+    gru_family = {"gru", "gru-gal", "gru-semeniuta", "gru-zoneout", "ln-gru", "ln-gru-gal", "ln-gru-semeniuta"}
+    assert gru_family | {"ln-gru-zoneout"} <= set(COMPILED)
+    assert cell_class("nn-gru").compiled is False and cell_class("rnn").compiled is False
 
 
 # ---------------------------------------------------------------- choice and fallback

@@ -36,7 +36,7 @@ from agents.training.evaluation import evaluate
 from agents.training.folder_lock import FolderLock
 from agents.training.logs import ProgressLines, run_logger
 from rl_lstm import kernel
-from rl_lstm.lstm import LSTM as KernelLSTM
+from rl_lstm.base import RecurrentLayer
 from rl_lstm.tooling import pin_threads
 
 
@@ -147,7 +147,7 @@ def build_kernel(model: BaseAlgorithm) -> None:
     minute), so that the run's clock leaves the one-time compile out; a ConfigError where ``RL_LSTM_GEMM``
     asks for a routine this CPU cannot run."""
     for module in model.policy.modules():
-        if isinstance(module, KernelLSTM) and module.fused:
+        if isinstance(module, RecurrentLayer) and module.compiled and module.fused:
             if kernel.use(next(module.parameters()).detach()):
                 try:
                     kernel.gemm_path()

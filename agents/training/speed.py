@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch as th
 from sb3_contrib import RecurrentPPO as SB3RecurrentPPO
 from stable_baselines3 import PPO
@@ -51,9 +52,28 @@ from rl_lstm import CELLS, kernel
 from rl_lstm.registry import has_dropout_method
 from rl_lstm.tooling import NON_NEGATIVE, POSITIVE, describe_machine, machine_info, pin_threads, probability
 
-PPO_KWARGS = dict(n_steps=128, batch_size=256, n_epochs=10)
-N_ENVS = 8
-ROUND_STEPS = N_ENVS * PPO_KWARGS["n_steps"]  # env-steps each row learns per round
+
+@dataclass(frozen=True)
+class Shape:
+    """The environment and the rollout every row runs: CartPole-v1's shape by default; the memory ladder's
+    with ``--env PassiveTMaze-L100-v0 --n-envs 64 --batch-size 128 --hidden-size 64`` (sb3-contrib's defaults
+    there), and rollouts of a whole 1000-step episode with ``--n-steps 1024``."""
+
+    env: str = "CartPole-v1"
+    n_envs: int = 8
+    n_steps: int = 128
+    batch_size: int = 256
+    n_epochs: int = 10
+
+    def ppo_kwargs(self) -> dict[str, int]:
+        return dict(n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs)
+
+    @property
+    def round_steps(self) -> int:
+        """Env-steps each row learns per round: one PPO rollout."""
+        return self.n_envs * self.n_steps
+
+
 BLOCKS = ("ppo", "a2c", "mlp64")
 #: 1-minute load average above which the report warns that other work shared the machine (this run
 #: keeps one core busy itself).
@@ -85,19 +105,21 @@ def rows(
     seq_lens: tuple[int, ...] = (32,),
     blocks: tuple[str, ...] = BLOCKS,
     a2c_n_steps: tuple[int, ...] = (5, 128),
+    shape: Shape = Shape(),
 ) -> list[Row]:
     out = []
+    ppo_kwargs = shape.ppo_kwargs()
     if "ppo" in blocks:
         out.append(Row("ppo", "stock RecurrentPPO (nn.LSTM)", SB3RecurrentPPO, "MlpLstmPolicy",
-                       dict(PPO_KWARGS, policy_kwargs=dict(lstm_hidden_size=hidden)), reference=True))  # fmt: skip
+                       dict(ppo_kwargs, policy_kwargs=dict(lstm_hidden_size=hidden)), reference=True))  # fmt: skip
         for seq_len in seq_lens:
             for cell in cells:
                 p = dict(cell=cell, dropout=dropout if has_dropout_method(cell) else 0.0, lstm_hidden_size=hidden)
                 out.append(Row("ppo", f"agents.RecurrentPPO {cell}, seq_len {seq_len}", RecurrentPPO, "CellLstmPolicy",
-                               dict(PPO_KWARGS, seq_len=seq_len, policy_kwargs=p)))  # fmt: skip
+                               dict(ppo_kwargs, seq_len=seq_len, policy_kwargs=p)))  # fmt: skip
     for n_steps in a2c_n_steps if "a2c" in blocks else ():  # A2C's own default, and the PPO block's rollout
         block = f"a2c n_steps={n_steps}"
-        stock_a2c = dict(A2C_AS_PPO, n_steps=n_steps, batch_size=n_steps * N_ENVS,
+        stock_a2c = dict(A2C_AS_PPO, n_steps=n_steps, batch_size=n_steps * shape.n_envs,
                          policy_kwargs=dict(A2C_AS_PPO["policy_kwargs"], lstm_hidden_size=hidden))  # fmt: skip
         out.append(Row(block, "stock RecurrentPPO as A2C (nn.LSTM)", SB3RecurrentPPO, "MlpLstmPolicy", stock_a2c,
                        reference=True))  # fmt: skip
@@ -105,9 +127,9 @@ def rows(
                        dict(n_steps=n_steps, policy_kwargs=dict(cell="lstm", lstm_hidden_size=hidden))))  # fmt: skip
     if "mlp64" in blocks:
         out.append(Row("mlp64", "SB3 PPO MLP (64, 64)", PPO, "MlpPolicy",
-                       dict(PPO_KWARGS, policy_kwargs=dict(net_arch=[64, 64])), reference=True))  # fmt: skip
+                       dict(ppo_kwargs, policy_kwargs=dict(net_arch=[64, 64])), reference=True))  # fmt: skip
         out.append(Row("mlp64", "agents.RecurrentPPO lstm 64", RecurrentPPO, "CellLstmPolicy",
-                       dict(PPO_KWARGS, seq_len=32, policy_kwargs=dict(cell="lstm", lstm_hidden_size=64))))  # fmt: skip
+                       dict(ppo_kwargs, seq_len=32, policy_kwargs=dict(cell="lstm", lstm_hidden_size=64))))  # fmt: skip
     return out
 
 
@@ -140,22 +162,22 @@ def load_average() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-def run_interleaved(rs: list[Row], budget: int, threads: int, seed: int) -> list[float | None]:
+def run_interleaved(rs: list[Row], budget: int, threads: int, seed: int, shape: Shape = Shape()) -> list[float | None]:
     """One repeat: a fresh model per row, all learning ``budget`` steps in interleaved rounds; appends
     each row's result to ``row.results`` and returns the load average seen at each round."""
     pin_threads(threads)
     models, envs, loads = [], [], []
     for row in rs:
-        env = make_vec_env("CartPole-v1", n_envs=N_ENVS, seed=seed)
+        env = make_vec_env(shape.env, n_envs=shape.n_envs, seed=seed)
         envs.append(env)
         models.append(timed(row.algo)(row.policy, env, seed=seed, device="cpu", **row.kwargs))
     wall, cpu = [0.0] * len(rs), [0.0] * len(rs)
-    for rnd in range(-(-budget // ROUND_STEPS)):
+    for rnd in range(-(-budget // shape.round_steps)):
         loads.append(load_average())
         shift = rnd % len(rs)
         for i in list(range(len(rs)))[shift:] + list(range(len(rs)))[:shift]:
             model = models[i]
-            steps = min(ROUND_STEPS, budget - model.num_timesteps)
+            steps = min(shape.round_steps, budget - model.num_timesteps)
             if steps <= 0:
                 continue
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -172,12 +194,22 @@ def run_interleaved(rs: list[Row], budget: int, threads: int, seed: int) -> list
     return loads
 
 
+def _shape_text(shape: dict[str, Any] | None) -> str:
+    if shape is None:  # a record from before the shape was an option: CartPole-v1's
+        shape = asdict(Shape())
+    return (
+        f"{shape['env']}, {shape['n_envs']} envs, n_steps {shape['n_steps']}, batch {shape['batch_size']}, "
+        f"{shape['n_epochs']} epochs. "
+    )
+
+
 def report(all_rows: dict[int, list[Row]], settings: dict[str, Any]) -> str:
     loads = [x for x in settings.get("load_averages", []) if x is not None]
     lines = [
         "# Training speed",
         "",
-        f"Machine: {describe_machine(settings['machine'])}. Budget {settings['budget']} env-steps per run, "
+        f"Machine: {describe_machine(settings['machine'])}. {_shape_text(settings.get('shape'))}"
+        f"Budget {settings['budget']} env-steps per run, "
         f"{settings.get('repeats_done', settings['repeats'])} of {settings['repeats']} repeat(s) of interleaved "
         "rounds, "
         f"medians (min-max over the repeats). "
@@ -238,17 +270,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--blocks", nargs="+", default=list(BLOCKS), choices=BLOCKS, help="Blocks of rows to run.")
     p.add_argument("--a2c-n-steps", type=POSITIVE, nargs="+", default=[5, 128], help="n_steps of the a2c blocks.")
+    default = Shape()
+    p.add_argument("--env", default=default.env, help="Gymnasium id every row runs (import envs registers the tasks).")
+    p.add_argument("--n-envs", type=POSITIVE, default=default.n_envs, help="Environments of every row.")
+    p.add_argument("--n-steps", type=POSITIVE, default=default.n_steps, help="Rollout length of the ppo rows.")
+    p.add_argument("--batch-size", type=POSITIVE, default=default.batch_size, help="Minibatch of the ppo rows.")
+    p.add_argument("--n-epochs", type=POSITIVE, default=default.n_epochs, help="Epochs of the ppo rows.")
     p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--out", type=Path, default=Path("results/train"))
     p.add_argument("--quick", action="store_true", help="Tiny budget, two cells, one thread count (for CI).")
     args = p.parse_args(argv)
     if args.quick:
         args.budget, args.threads, args.cells, args.hidden_size, args.repeats = 2048, [1], ["lstm", "gal"], 32, 1
+    import envs  # noqa: F401 (registers the memory tasks)
+
+    if args.env not in gym.registry:
+        p.error(f"--env {args.env!r}: not a registered Gymnasium id")
+    shape = Shape(args.env, args.n_envs, args.n_steps, args.batch_size, args.n_epochs)
     pin_threads(args.threads[0])  # the machine's description names the first thread count measured
     settings = {
         "budget": args.budget, "repeats": args.repeats, "threads": args.threads, "cells": args.cells,
         "dropout": args.dropout, "hidden_size": args.hidden_size, "seq_lens": args.seq_lens, "blocks": args.blocks,
-        "a2c_n_steps": args.a2c_n_steps, "gemm_path": kernel.gemm_path(), "load_averages": [],
+        "a2c_n_steps": args.a2c_n_steps, "shape": asdict(shape), "gemm_path": kernel.gemm_path(), "load_averages": [],
         "machine": machine_info(),
         "command": "python scripts/bench_train.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }  # fmt: skip
@@ -256,10 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     all_rows: dict[int, list[Row]] = {}
     for threads in args.threads:
         rs = rows(args.cells, args.dropout, args.hidden_size, tuple(args.seq_lens), tuple(args.blocks),
-                  tuple(args.a2c_n_steps))  # fmt: skip
+                  tuple(args.a2c_n_steps), shape)  # fmt: skip
         all_rows[threads] = rs
         for rep in range(args.repeats):
-            settings["load_averages"] += run_interleaved(rs, args.budget, threads, args.seed)
+            settings["load_averages"] += run_interleaved(rs, args.budget, threads, args.seed, shape)
             settings["repeats_done"] = rep + 1
             for r in rs:
                 res = r.results[-1]

@@ -5,11 +5,11 @@ round, medians over rounds, ratios taken round by round):
 
 * **update**: the memory part of an update, forward plus backward of one chunk ``(T, B)`` as
   the update runs it (training mode, masks on, ``need_state=False``), with and without episode
-  starts, for each cell on the kernel and on the Python path, against PyTorch's fused
-  ``nn.LSTM`` forward plus backward over the same steps without resets;
+  starts, for each cell on the kernel and on the Python path, against its family's fused module
+  (``nn.LSTM`` or ``nn.GRU``) forward plus backward over the same steps without resets;
 * **collection**: one step per call (``seq_len`` 1, no gradient, eval mode with masks on, as
   collection runs), the state fed back, for each cell on both paths, against ``torch.lstm_cell``
-  on the cell's weights.
+  or ``torch.gru_cell`` on the cell's weights.
 
 ```bash
 python scripts/bench_kernel.py [--cells lstm gal ln] [--hidden 64 256] [--batches 8 16 32 64]
@@ -70,11 +70,17 @@ def measure(timers: dict[str, Timer], reference: str, repeats: int, round_second
     return {name: {"ms": ms[name], "ratio": ratios[name]} for name in per_call}
 
 
+def _zero_state(cell, batch: int, hidden: int, layer_dim: bool = True):
+    """Zeros as the cell carries its state: ``(h, c)`` for the LSTM family, ``h`` for the GRU family."""
+    shape = (1, batch, hidden) if layer_dim else (batch, hidden)
+    return (torch.zeros(shape), torch.zeros(shape)) if cell.state_names == ("h", "c") else torch.zeros(shape)
+
+
 def update_timers(name: str, hidden: int, batch: int, seq_len: int, input_size: int) -> dict[str, Timer]:
     cell = make_cell(name, input_size, hidden, dropout=default_dropout(name)).train()
-    lstm = torch.nn.LSTM(input_size, hidden)
+    module = cell.torch_module(input_size, hidden)  # nn.LSTM or nn.GRU: the cell family's fused module
     x = torch.randn(seq_len, batch, input_size, requires_grad=True)
-    state = (torch.zeros(1, batch, hidden), torch.zeros(1, batch, hidden))
+    state = _zero_state(cell, batch, hidden)
     starts = torch.zeros(seq_len, batch, dtype=torch.bool)
     starts[torch.randint(seq_len, (batch,)), torch.arange(batch)] = True  # one episode start per row
 
@@ -86,10 +92,10 @@ def update_timers(name: str, hidden: int, batch: int, seq_len: int, input_size: 
         return run
 
     def fused() -> None:
-        out, _ = lstm(x, state)
+        out, _ = module(x, state)
         out.sum().backward()
 
-    timers = {"nn.LSTM": fused, "kernel BLAS": on_path("1", chunk(None), gemm="blas")}
+    timers = {"nn module": fused, "kernel BLAS": on_path("1", chunk(None), gemm="blas")}
     for label, st in (("", None), (" +starts", starts)):
         timers[f"kernel{label}"] = on_path("1", chunk(st))
         timers[f"python{label}"] = on_path("0", chunk(st))
@@ -101,18 +107,19 @@ def step_timers(name: str, hidden: int, batch: int) -> dict[str, Timer]:
     cell = make_cell(name, hidden, hidden, dropout=default_dropout(name)).eval()
     cell.masks_in_eval = True
     w = [p.detach() for p in cell.torch_parameters()]
-    state = {"x": torch.randn(1, batch, hidden), "hc": None, "lc": (torch.zeros(batch, hidden),) * 2}
+    torch_cell = torch.lstm_cell if cell.state_names == ("h", "c") else torch.gru_cell
+    state = {"x": torch.randn(1, batch, hidden), "hc": None, "lc": _zero_state(cell, batch, hidden, layer_dim=False)}
 
     def step() -> None:
         with torch.no_grad():
             out, state["hc"] = cell(state["x"], state["hc"])
         state["x"] = out
 
-    def lstm_cell() -> None:
+    def reference() -> None:
         with torch.no_grad():
-            state["lc"] = torch.lstm_cell(state["x"][0], state["lc"], *w)
+            state["lc"] = torch_cell(state["x"][0], state["lc"], *w)
 
-    return {"torch.lstm_cell": lstm_cell, "kernel": on_path("1", step), "python": on_path("0", step)}
+    return {"torch cell": reference, "kernel": on_path("1", step), "python": on_path("0", step)}
 
 
 def table(title: str, rows: list[dict], columns: list[str], reference: str) -> str:
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             for hidden in args.hidden:
                 for batch in args.batches:
                     timers = update_timers(name, hidden, batch, args.seq_len, args.input_size)
-                    results = measure(timers, "nn.LSTM", args.repeats, args.round_seconds)
+                    results = measure(timers, "nn module", args.repeats, args.round_seconds)
                     setting = f"{name} H{hidden} B{batch}"
                     report["update"].append({"setting": setting, "results": results})
                     print(f"update {setting}: " + ", ".join(f"{k} {v['ms']:.2f} ms" for k, v in results.items()))
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             for hidden in args.hidden:
                 for batch in args.step_batches:
                     timers = step_timers(name, hidden, batch)
-                    results = measure(timers, "torch.lstm_cell", args.repeats, args.round_seconds)
+                    results = measure(timers, "torch cell", args.repeats, args.round_seconds)
                     setting = f"{name} H{hidden} B{batch}"
                     report["collection"].append({"setting": setting, "results": results})
                     print(f"step {setting}: " + ", ".join(f"{k} {v['ms'] * 1e3:.0f} us" for k, v in results.items()))
@@ -182,13 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     if report["update"]:
         md.append(
             f"## Update: forward + backward of a chunk (T={args.seq_len}, input {args.input_size}), training mode, "
-            "masks on, against nn.LSTM (fused, no resets)\n"
+            "masks on, against the cell family's fused module (`nn module`: nn.LSTM or nn.GRU, no resets)\n"
         )
         cols = ["kernel", "kernel BLAS", "kernel +starts", "python", "python +starts"]
-        md.append(table("cell", report["update"], cols, "nn.LSTM"))
+        md.append(table("cell", report["update"], cols, "nn module"))
     if report["collection"]:
-        md.append("\n## Collection: one step per call, no grad, masks on, against torch.lstm_cell (same weights)\n")
-        md.append(table("cell", report["collection"], ["kernel", "python"], "torch.lstm_cell"))
+        md.append(
+            "\n## Collection: one step per call, no grad, masks on, against the family's fused cell (`torch cell`: "
+            "torch.lstm_cell or torch.gru_cell, same weights)\n"
+        )
+        md.append(table("cell", report["collection"], ["kernel", "python"], "torch cell"))
     text = "\n".join(md) + "\n"
     print("\n" + text)
     if args.out is not None:

@@ -817,13 +817,19 @@ std::vector<Tensor> lstm_chunk(const Tensor& x, const Tensor& h0, const Tensor& 
   return run_forward(k, nullptr);
 }
 
+// ------------------------------------------------------------------ the GRU family
+#include "gru_chunk.inc"
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "A whole chunk of LSTM steps per call, with resets, dropout masks and layer norm, and its backward";
+  m.doc() = "A whole chunk of LSTM or GRU steps per call, with resets, dropout masks and layer norm, and its backward";
   m.def("lstm_chunk", &lstm_chunk,
         "lstm_chunk(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, "
         "ln_hh_bias, ln_c_weight, ln_c_bias, masks, starts, site, eps_pre, eps_c) -> [out, h, c]");
+  m.def("gru_chunk", &gru_chunk,
+        "gru_chunk(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, "
+        "ln_hh_bias, masks, starts, site, eps) -> [out, h]");
   m.def("gemm_path", [] { return std::string(small_gemm::path_name(small_gemm::path())); },
         "The routine of the recurrent products, as RL_LSTM_GEMM and the CPU allow: avx512, avx2 or blas");
   m.def("small_matmul", &small_gemm::matmul, "small_matmul(a, b, path) -> (a @ b, the path that ran); for the tests");
