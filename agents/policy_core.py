@@ -88,12 +88,16 @@ def make_optimizer(
     params: Iterable[nn.Parameter],
     lr_schedule: Schedule,
 ) -> th.optim.Optimizer:
-    """SB3's optimizer over ``params`` at the schedule's first rate (Adam with eps 1e-5 by default), with
-    PyTorch's fused Adam (one kernel for all parameters) when Adam was chosen without a choice of
-    implementation."""
+    """SB3's optimizer over ``params`` at the schedule's first rate (Adam with eps 1e-5 by default), where the
+    implementation was left unchosen with PyTorch's fused Adam (one kernel for all parameters), and for another
+    optimizer that has one its multi-tensor (``foreach``) implementation (A2C's RMSprop: the same numbers as the
+    per-tensor loop PyTorch picks on the CPU, in fewer calls)."""
     kwargs = dict(optimizer_kwargs)
-    if optimizer_class is th.optim.Adam and not {"fused", "foreach", "capturable"} & set(kwargs):
-        kwargs["fused"] = True
+    if not {"fused", "foreach", "capturable"} & set(kwargs):
+        if optimizer_class is th.optim.Adam:
+            kwargs["fused"] = True
+        elif "foreach" in inspect.signature(optimizer_class).parameters:
+            kwargs["foreach"] = True
     return optimizer_class(list(params), lr=lr_schedule(1), **kwargs)
 
 

@@ -247,6 +247,17 @@ def test_adam_is_fused_unless_chosen_otherwise():
     assert _model(RecurrentPPO, "lstm").policy.optimizer.defaults["eps"] == 1e-5
 
 
+def test_rmsprop_runs_its_multi_tensor_implementation_unless_chosen_otherwise():
+    """A2C's RMSprop: foreach (PyTorch picks the per-tensor loop on the CPU), the same numbers in fewer calls."""
+    a2c = _model(RecurrentA2C, "lstm").policy.optimizer
+    assert isinstance(a2c, th.optim.RMSprop) and a2c.defaults["foreach"] is True
+    assert a2c.defaults["alpha"] == 0.99 and a2c.defaults["eps"] == 1e-5  # SB3's A2C settings kept
+    kwargs = dict(alpha=0.99, eps=1e-5, weight_decay=0, foreach=False)
+    chosen = _model(RecurrentA2C, "lstm", policy_kwargs=dict(optimizer_class=th.optim.RMSprop, optimizer_kwargs=kwargs))
+    chosen = chosen.policy.optimizer
+    assert chosen.defaults["foreach"] is False
+
+
 class _MultiDiscreteObs(gym.Env):
     """Observations from a MultiDiscrete space (SB3 one-hot encodes them: a features size of numpy type)."""
 
