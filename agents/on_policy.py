@@ -20,7 +20,6 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents import lean
 from agents.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, chunk_lengths
 from agents.checks import check_number, check_schedule
 from agents.memory_init import with_horizon
@@ -170,8 +169,6 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
         lstm_states = self._last_lstm_states
-        # The value comes from the critic's memory, or the actor's when it is shared (or absent).
-        critic_memory = self.policy.lstm_critic is not None
 
         # Argument checks of torch.distributions cost more than the memory at each step; a NaN
         # still fails loudly in the sampling. The masks act only in the policy's own calls, not in the
@@ -218,8 +215,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
                         and infos[idx].get("TimeLimit.truncated", False)
                     ):
                         terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
-                        source = lstm_states.vf if critic_memory else lstm_states.pi
-                        value_masks = masks.vf if critic_memory else masks.pi
+                        source, value_masks = self.policy.value_state(lstm_states, masks)
                         row_mask = None if value_masks is None else value_masks[:, idx : idx + 1]
                         with th.no_grad(), self.policy.dropout_masks_on():
                             terminal_value = self.policy.predict_values(
@@ -240,7 +236,7 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
 
             with th.no_grad(), self.policy.dropout_masks_on():
                 episode_starts = th.as_tensor(dones, dtype=th.float32, device=self.device)
-                source = lstm_states.vf if critic_memory else lstm_states.pi
+                source, _ = self.policy.value_state(lstm_states)
                 values = self.policy.predict_values(obs_as_tensor(new_obs, self.device), source, episode_starts)
 
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
@@ -264,8 +260,6 @@ class RecurrentOnPolicyAlgorithm(OnPolicyAlgorithm):
     def evaluate_batch(self, data: SequenceSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
         """Values, log-probabilities and entropies of a minibatch of stored chunks, with the
         actions cast as the distribution takes them (SB3's buffers serve them as float32)."""
-        if lean.takes_lean_path(self.policy, data):  # the same numbers without a distribution object
-            return lean.evaluate_discrete(self.policy, data)
         actions = data.actions
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()

@@ -4,7 +4,7 @@ one per observation kind stock sb3-contrib serves (MLP, CNN, Dict)."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
+from agents.lean import log_prob_entropy
 from agents.memory import MemoryStack
 from agents.memory_init import check_horizon, init_memories_
 from agents.policy_core import make_optimizer, masks_in_eval, memory_settings
@@ -260,12 +261,10 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         features = self.extract_features(obs)
         pi_features, vf_features = (features, features) if self.share_features_extractor else features
         latent_pi, states_pi = self._process_sequence(pi_features, lstm_states.pi, episode_starts, self.lstm_actor)
-        if self.lstm_critic is not None:
-            latent_vf, states_vf = self._process_sequence(vf_features, lstm_states.vf, episode_starts, self.lstm_critic)
-        elif self.shared_lstm:
-            latent_vf, states_vf = latent_pi.detach(), (states_pi[0].detach(), states_pi[1].detach())
-        else:
-            latent_vf, states_vf = self.critic(vf_features), states_pi
+        latent_vf, states_vf = self._value_latent(
+            vf_features, (latent_pi, states_pi),
+            lambda memory: self._process_sequence(vf_features, lstm_states.vf, episode_starts, memory),
+        )  # fmt: skip
         values = self.value_net(self.mlp_extractor.forward_critic(latent_vf))
         logits = self.action_net(self.mlp_extractor.forward_actor(latent_pi))
         log_pmf = logits - logits.logsumexp(-1, keepdim=True)  # as torch's Categorical normalises them
@@ -307,15 +306,39 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         x = pi_features.reshape(seq_len, n_seq, -1)
         latent_pi, _ = self.lstm_actor(x, lstm_states.pi, episode_starts, masks.pi, need_state=False)
         latent_pi = latent_pi.flatten(0, 1)
-        if self.lstm_critic is not None:
+
+        def critic_memory(memory: MemoryStack) -> tuple[th.Tensor, None]:
             x_vf = vf_features.reshape(seq_len, n_seq, -1)
-            latent_vf, _ = self.lstm_critic(x_vf, lstm_states.vf, episode_starts, masks.vf, need_state=False)
-            latent_vf = latent_vf.flatten(0, 1)
-        elif self.shared_lstm:
-            latent_vf = latent_pi.detach()  # as sb3-contrib: the critic's gradient stays out of the shared memory
-        else:
-            latent_vf = self.critic(vf_features)
+            return memory(x_vf, lstm_states.vf, episode_starts, masks.vf, need_state=False)[0].flatten(0, 1), None
+
+        latent_vf, _ = self._value_latent(vf_features, (latent_pi, None), critic_memory)
         return latent_pi, latent_vf
+
+    def _value_latent(
+        self,
+        vf_features: th.Tensor,
+        actor: tuple[th.Tensor, tuple[th.Tensor, th.Tensor] | None] | None,
+        run_memory: Callable[[MemoryStack], tuple[th.Tensor, tuple[th.Tensor, th.Tensor] | None]],
+    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor] | None]:
+        """The one rule of which memory gives the value, for collection, :meth:`predict_values` and the update:
+        the critic's own memory (``run_memory(self.lstm_critic)``), else with ``shared_lstm`` the actor's, its
+        latent and state detached (the critic's gradient stays out of the shared memory, as sb3-contrib's),
+        from ``actor`` (its latent and state where already computed) or ``run_memory(self.lstm_actor)``,
+        else none: the MLP critic on the features, with the actor's state passed on."""
+        if self.lstm_critic is not None:
+            return run_memory(self.lstm_critic)
+        if self.shared_lstm:
+            latent, state = actor if actor is not None else run_memory(self.lstm_actor)
+            return latent.detach(), None if state is None else (state[0].detach(), state[1].detach())
+        return self.critic(vf_features), None if actor is None else actor[1]
+
+    def value_state(
+        self, lstm_states: RNNStates, masks: RNNMasks | None = None
+    ) -> tuple[tuple[th.Tensor, th.Tensor], th.Tensor | None]:
+        """The state (and the masks) of the memory that gives the value, out of both memories' (see
+        :meth:`_value_latent`): the critic's where it has its own memory, else the actor's."""
+        own = self.lstm_critic is not None
+        return (lstm_states.vf if own else lstm_states.pi), (None if masks is None else masks.vf if own else masks.pi)
 
     def evaluate_sequences(
         self,
@@ -337,9 +360,13 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         """
         features = self.extract_features(flatten_steps(obs))
         latent_pi, latent_vf = self._memory_sequences(features, lstm_states, episode_starts, masks)
-        with self.action_masks_applied(action_masks):
-            distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent_pi))
         values = self.value_net(self.mlp_extractor.forward_critic(latent_vf)).flatten()
+        latent_pi = self.mlp_extractor.forward_actor(latent_pi)
+        if action_masks is None and type(self.action_dist) is CategoricalDistribution:
+            # The distribution's numbers without building one per minibatch (agents.lean).
+            return values, *log_prob_entropy(self.action_net(latent_pi), actions)
+        with self.action_masks_applied(action_masks):
+            distribution = self._get_action_dist_from_latent(latent_pi)
         return values, distribution.log_prob(actions), distribution.entropy()
 
     def predict_values(  # type: ignore[override]
@@ -353,13 +380,9 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
         critic's, or the actor's when it is shared)."""
         # BasePolicy's extract_features: the critic's extractor alone, even when it is not shared.
         features = super(ActorCriticPolicy, self).extract_features(obs, self.vf_features_extractor)
-        if self.lstm_critic is not None:
-            latent_vf, _ = self._process_sequence(features, lstm_states, episode_starts, self.lstm_critic, masks)
-        elif self.shared_lstm:
-            latent_vf, _ = self._process_sequence(features, lstm_states, episode_starts, self.lstm_actor, masks)
-            latent_vf = latent_vf.detach()
-        else:
-            latent_vf = self.critic(features)
+        latent_vf, _ = self._value_latent(
+            features, None, lambda memory: self._process_sequence(features, lstm_states, episode_starts, memory, masks)
+        )
         return self.value_net(self.mlp_extractor.forward_critic(latent_vf))
 
 

@@ -5,6 +5,7 @@ one PPO and one A2C iteration, for every registry cell."""
 from __future__ import annotations
 
 import copy
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from agents import RecurrentA2C, RecurrentPPO, lean
+from agents.policies import flatten_steps
 from agents.type_aliases import RNNMasks, RNNStates
 from rl_lstm import CELLS
 
@@ -39,10 +41,14 @@ def _collected(algo, name, seed=0):
 
 
 def _distribution_path(model, data):
-    """What evaluate_batch returned before the lean path: a Categorical distribution object."""
-    return model.policy.evaluate_sequences(
-        data.observations, data.actions.long().flatten(), data.lstm_states, data.episode_starts, data.masks
-    )
+    """What evaluate_sequences returned before the lean path: a Categorical distribution object."""
+    policy = model.policy
+    features = policy.extract_features(flatten_steps(data.observations))
+    latent_pi, latent_vf = policy._memory_sequences(features, data.lstm_states, data.episode_starts, data.masks)
+    distribution = policy._get_action_dist_from_latent(policy.mlp_extractor.forward_actor(latent_pi))
+    values = policy.value_net(policy.mlp_extractor.forward_critic(latent_vf)).flatten()
+    actions = data.actions.long().flatten()
+    return values, distribution.log_prob(actions), distribution.entropy()
 
 
 class Float64Flatten(FlattenExtractor):
@@ -72,10 +78,12 @@ def test_lean_evaluation_equals_distribution_float64(name):
     policy.set_training_mode(True)
     params = list(policy.parameters())
     data = _double(next(iter(model.rollout_buffer.get(16))))
-    assert lean.takes_lean_path(policy, data)
     results = []
-    for evaluate in (lean.evaluate_discrete, lambda p, d: _distribution_path(model, d)):
-        values, log_prob, entropy = evaluate(policy, data)
+    with mock.patch("agents.policies.log_prob_entropy", wraps=lean.log_prob_entropy) as lean_path:
+        lean_values = model.evaluate_batch(data)
+    assert lean_path.call_count == 1  # a Categorical policy without action masks takes the lean path
+    for evaluate in (lambda d: lean_values, lambda d: _distribution_path(model, d)):
+        values, log_prob, entropy = evaluate(data)
         assert values.dtype == log_prob.dtype == entropy.dtype == th.float64
         loss = values.square().sum() + (log_prob * th.linspace(-1, 1, len(log_prob))).sum() + entropy.sum()
         results.append([values, log_prob, entropy, *th.autograd.grad(loss, params, allow_unused=True)])
