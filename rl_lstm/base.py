@@ -9,9 +9,8 @@ a call is decided once, in :meth:`RecurrentLayer.execution_path`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from typing import ClassVar, Literal, TypeVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -27,13 +26,12 @@ from rl_lstm.checks import (
     describe,
 )
 from rl_lstm.masks import METHODS, MaskSpec, check_method, sample_masks
-from rl_lstm.memory_times import check_times, gate_bias_units, keep_logit, set_gate_bias_
 from rl_lstm.segments import run_fused, step_loop
+from rl_lstm.torch_weights import TorchWeights
 
 #: A memory's recurrent state as ``forward`` takes and returns it: ``(h, c)`` for the LSTM family,
 #: the tensor ``h`` for memories that carry h only (as ``nn.GRU`` and ``nn.RNN``).
 Hidden = tuple[Tensor, Tensor] | Tensor
-SelfLayer = TypeVar("SelfLayer", bound="RecurrentLayer")
 #: The ways a call can run (:meth:`RecurrentLayer.execution_path`): the compiled chunk kernel; torch's fused
 #: kernels over whole stretches (then the output masks); torch's fused cell step by step, then the masks
 #: that act on a finished step (``cells``); the blocked parallel scan of a linear recurrence; the step loop.
@@ -53,7 +51,7 @@ def _swap(t: object) -> object:
     return t.transpose(0, 1) if isinstance(t, Tensor) and t.dim() >= 2 else t
 
 
-class RecurrentLayer(nn.Module):
+class RecurrentLayer(TorchWeights, nn.Module):
     """One recurrent layer with the ``nn.LSTM`` / ``nn.GRU`` calling convention, episode resets
     and dropout masks.
 
@@ -413,104 +411,3 @@ class RecurrentLayer(nn.Module):
     ) -> tuple[Tensor, Tensor | None, Tensor]:
         """One step from the projected input ``xw`` (B, gates * H): returns the new h, c and the output."""
         raise NotImplementedError
-
-    # ------------------------------------------------------------------ torch weights
-    @classmethod
-    def from_torch(cls: type[SelfLayer], module: nn.RNNBase, **kwargs) -> SelfLayer:
-        """A cell of this class holding a copy of the weights of a one-layer :attr:`torch_module`
-        (``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` with tanh)."""
-        kind = cls.torch_module.__name__
-        if not isinstance(module, cls.torch_module):
-            raise ValueError(f"module: expected a torch.nn.{kind}, got {type(module).__name__}")
-        if module.num_layers != 1 or module.bidirectional or module.batch_first or module.proj_size:
-            raise ValueError(
-                "module: expected one layer, unidirectional, batch_first=False, proj_size=0; got "
-                f"num_layers={module.num_layers}, bidirectional={module.bidirectional}, "
-                f"batch_first={module.batch_first}, proj_size={module.proj_size}"
-            )
-        if getattr(module, "nonlinearity", "tanh") != "tanh":
-            raise ValueError(f"module: expected nonlinearity='tanh', got {module.nonlinearity!r}")
-        w = module.weight_ih_l0
-        cell = cls(module.input_size, module.hidden_size, bias=module.bias, **kwargs).to(w.device, w.dtype)
-        with torch.no_grad():
-            for ours, theirs in zip(cell.torch_parameters(), _torch_parameters(module), strict=True):
-                ours.copy_(theirs)
-        return cell
-
-    def to_torch(self) -> nn.RNNBase:
-        """A :attr:`torch_module` with a copy of this cell's weights (cells whose math is that module's only)."""
-        kind = self.torch_module.__name__
-        if not self.torch_equivalent:
-            raise TypeError(f"{type(self).__name__} computes more than nn.{kind} does; it has no nn.{kind} equivalent")
-        if self.mask_spec.site == "zoneout" and self.dropout > 0:
-            raise TypeError(
-                f"{type(self).__name__} with dropout={self.dropout}: zoneout's evaluation mixes each step with the "
-                f"previous state, which nn.{kind} does not compute; it has no nn.{kind} equivalent"
-            )
-        w = self._param()
-        module = self.torch_module(self.input_size, self.hidden_size, bias=self.bias).to(w.device, w.dtype)
-        with torch.no_grad():
-            for theirs, ours in zip(_torch_parameters(module), self.torch_parameters(), strict=True):
-                theirs.copy_(ours)
-        return module
-
-    def torch_parameters(self) -> list[Tensor]:
-        """``[weight_ih, weight_hh, bias_ih, bias_hh]`` (no biases when ``bias=False``), in the
-        order of the torch module's flat weights."""
-        params = [self.weight_ih, self.weight_hh]
-        return [*params, self.bias_ih, self.bias_hh] if self.bias else params
-
-
-def _torch_parameters(module: nn.RNNBase) -> list[Tensor]:
-    names = ["weight_ih_l0", "weight_hh_l0"] + (["bias_ih_l0", "bias_hh_l0"] if module.bias else [])
-    return [getattr(module, n) for n in names]
-
-
-class TorchParameters(RecurrentLayer):
-    """A layer holding parameters named and shaped as its :attr:`torch_module`'s: ``weight_ih``
-    (G*H, I), ``weight_hh`` (G*H, H), ``bias_ih`` and ``bias_hh`` (G*H), with G = :attr:`gates`."""
-
-    #: Gate blocks in the weights: 4 for the LSTM (i, f, g, o), 3 for the GRU (r, z, n), 1 for the RNN.
-    gates: ClassVar[int]
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        dropout: float | None = None,
-        dropout_method: str = "pytorch",
-        batch_first: bool = False,
-    ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
-        rows = self.gates * self.hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(rows, self.input_size))
-        self.weight_hh = nn.Parameter(torch.empty(rows, self.hidden_size))
-        if self.bias:
-            self.bias_ih = nn.Parameter(torch.empty(rows))
-            self.bias_hh = nn.Parameter(torch.empty(rows))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """As ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: every weight and bias uniform in +-1/sqrt(hidden_size)."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.torch_parameters():
-            nn.init.uniform_(p, -bound, bound)
-
-
-class LSTMParameters(TorchParameters):
-    """``nn.LSTM``-shaped parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``
-    and ``bias_hh`` (4H), gate order i, f, g, o."""
-
-    gates = 4
-    keep_gate = "forget gate"
-    memory_units = gate_bias_units
-
-    def init_memory_times_(self, times: Tensor) -> None:
-        set_gate_bias_(self, 1, keep_logit(check_times(self, times, self.memory_units)))  # gate order i, f, g, o
-
-    def _bias(self) -> Tensor | None:
-        return self.bias_ih + self.bias_hh if self.bias else None

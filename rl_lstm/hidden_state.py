@@ -9,7 +9,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from rl_lstm.base import Stage, TorchParameters
+from rl_lstm.base import Stage
+from rl_lstm.parameters import TorchParameters
 
 
 class HiddenStateLayer(TorchParameters):

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rl_lstm.base import LSTMParameters, Stage
+from rl_lstm.base import Stage
+from rl_lstm.parameters import LSTMParameters
 
 
 class LSTM(LSTMParameters):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rl_lstm.base import LSTMParameters
+from rl_lstm.parameters import LSTMParameters
 
 
 class SlowLSTM(LSTMParameters):

@@ -141,6 +141,12 @@ def test_no_module_imports_another_modules_private_name():
     assert not found, found
 
 
+def test_no_module_is_over_450_lines():
+    """A module a reader can hold in view: past 450 lines it holds more than one concept."""
+    long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > 450}
+    assert not long, long
+
+
 def test_docstrings_have_one_style():
     """Fields are SB3's ``:param name:`` (the API reference reads them so); no Google or NumPy sections."""
     other = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Attributes):\s*$|^\s*-{3,}\s*$")

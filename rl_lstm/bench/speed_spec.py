@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from rl_lstm import CELLS, GRU, LSTM, RNN, LayerNormGRU, LayerNormLSTM
-from rl_lstm.base import RecurrentLayer, TorchParameters
+from rl_lstm.base import RecurrentLayer
+from rl_lstm.parameters import TorchParameters
 from rl_lstm.registry import has_dropout_method, make_cell
 from rl_lstm.torch_adapter import TorchModuleLayer
 
