@@ -98,8 +98,6 @@ class RecurrentLayer(TorchWeights, nn.Module):
     #: the same shapes (a rollout's collection steps) sets it False on the instance, and each call then
     #: skips the checks: a wrong argument then fails somewhere inside rather than with a clear message.
     check_args = True
-    #: Rough training time per step relative to ``lstm``; it only orders the memory sweep's queue.
-    relative_cost: ClassVar[float] = 1.0
     #: The dropout methods the class takes (keys of ``rl_lstm.masks.METHODS``).
     dropout_methods: ClassVar[tuple[str, ...]] = tuple(METHODS)
     #: The one-layer torch module whose math and parameters this class shares (``from_torch`` / ``to_torch``).

@@ -41,7 +41,6 @@ class FFM(LinearRecurrence):
 
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")
     dropout_methods: ClassVar[tuple[str, ...]] = ("pytorch", "moon", "semeniuta")
-    relative_cost: ClassVar[float] = 0.7
 
     def __init__(
         self,

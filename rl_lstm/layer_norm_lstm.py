@@ -22,7 +22,6 @@ class LayerNormLSTM(LSTM):
     """
 
     torch_equivalent = False
-    relative_cost = 1.4
     # No PyTorch fused kernel computes this math: the compiled kernel, else the step loop.
     torch_kernel = False
     torch_cell = False

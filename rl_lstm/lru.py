@@ -39,7 +39,6 @@ class LRU(LinearRecurrence):
 
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")
     dropout_methods: ClassVar[tuple[str, ...]] = ("pytorch", "moon", "semeniuta")
-    relative_cost: ClassVar[float] = 0.6
 
     def __init__(
         self,

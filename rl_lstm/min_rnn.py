@@ -30,7 +30,6 @@ class _MinRNN(LinearRecurrence):
 
     state_names: ClassVar[tuple[str, ...]] = ("h",)
     gates: ClassVar[int]
-    relative_cost: ClassVar[float] = 0.5
 
     def __init__(
         self,

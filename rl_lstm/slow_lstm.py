@@ -17,7 +17,6 @@ class SlowLSTM(LSTMParameters):
     the h it carried to the next step; that is Gal's tied mask without its per-sequence sampling.)
     """
 
-    relative_cost = 1.6
 
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, dropout: float = 0.0, batch_first: bool = False

@@ -170,7 +170,7 @@ def test_recipe_a_cell_gets_the_cli_the_agents_and_the_benchmark_rows(monkeypatc
     class ToyLSTM(LSTM):
         """A cell added by the recipe: a subclass stating its class facts, registered by name."""
 
-        relative_cost = 1.0
+        method = "gal"
 
     monkeypatch.setitem(CELLS, "toy", ToyLSTM)
     assert "toy" in _choices(build_parser(), "--cell")

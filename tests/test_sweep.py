@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.sweep.spec import DEFAULT_SWEEP
+from agents.sweep.spec import DEFAULT_SWEEP, cell_cost
 from agents.sweep.worker import FAIL_ENV, learning_curve, steps_to_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,3 +191,9 @@ def test_which_memory_and_the_ladder(tmp_path):
     assert "| row | L=5 | L=10 | L=40 |" in table and "| ppo ln-gal | 3/3 (1.00) | 3/3 (0.90) | 3/3 (0.55) |" in table
     assert plot_ladder(data, tmp_path / "ladder.png") and (tmp_path / "ladder.png").stat().st_size > 1000
     assert ladder({"TMaze-v0": data["TMaze-v0"]}) == {}, "one rung is no ladder"
+
+
+def test_the_queue_hint_of_a_cell_is_its_nearest_listed_class():
+    assert cell_cost("lstm") == cell_cost("gru") == 1.0
+    assert cell_cost("ln") == cell_cost("ln-gal") == 1.4  # subclasses of LayerNormLSTM
+    assert cell_cost("slow") == 1.6 and cell_cost("mingru") == cell_cost("minlstm") == 0.5

@@ -13,7 +13,7 @@ from agents.sweep.worker import RunTask
 from agents.training import ALGOS, ConfigError, TrainConfig, check_config
 from agents.training.algos import RECURRENT_ALGOS
 from envs import ENV_INFO
-from rl_lstm import CELLS
+from rl_lstm import CELLS, FFM, LRU, LayerNormLSTM, MinGRU, MinLSTM, SlowLSTM
 from rl_lstm.registry import cell_class, has_dropout_method
 
 DEFAULT_SWEEP = Path(__file__).with_name("memory_sweep.yaml")  # package data
@@ -188,10 +188,20 @@ def plan(sweep: Sweep, args: argparse.Namespace, out: Path) -> list[RunTask]:
     return tasks
 
 
+#: Rough training time per step of a cell relative to ``lstm``, by class (a subclass takes its nearest listed
+#: base's; others 1.0). It only orders the sweep's queue, longest runs first.
+CELL_COSTS: dict[type, float] = {SlowLSTM: 1.6, LayerNormLSTM: 1.4, FFM: 0.7, LRU: 0.6, MinGRU: 0.5, MinLSTM: 0.5}
+
+
+def cell_cost(name: str) -> float:
+    """:data:`CELL_COSTS` of the registry cell ``name``."""
+    return next((CELL_COSTS[c] for c in cell_class(name).__mro__ if c in CELL_COSTS), 1.0)
+
+
 def _cost(task: RunTask) -> float:
     """Rough cost of a run: its steps times the algorithm's and the cell's relative costs."""
-    cell_cost = 1.0 if task.cell is None else cell_class(task.cell).relative_cost
-    return task.config["total_timesteps"] * ALGOS[task.algo].relative_cost * cell_cost
+    cost = 1.0 if task.cell is None else cell_cost(task.cell)
+    return task.config["total_timesteps"] * ALGOS[task.algo].relative_cost * cost
 
 
 def order(tasks: list[RunTask]) -> list[RunTask]:
