@@ -13,6 +13,8 @@ import dataclasses
 import functools
 import sys
 import time
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,21 @@ from agents.training.run import latest_config, train
 from rl_lstm.tooling import integer_arg, probability
 
 
+def _value_type(hint: Any) -> type:
+    """The type a field's values take, from its annotation: ``int | None`` is ``int``, ``list[str]`` is ``list``."""
+    if isinstance(hint, types.UnionType):
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    return typing.get_origin(hint) or hint
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per :class:`TrainConfig` field, its help the field's, its default the field's (shown, but
     left out of the parsed namespace, so that the flags given explicitly can be told apart)."""
     defaults = TrainConfig()
+    hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         meta = f.metadata
+        kind = _value_type(hints[f.name])
         flag = meta.get("flag", "--" + f.name.replace("_", "-"))
         # The field's own default (a budget of None is resolved per environment), else the factory's value.
         default = f.default if f.default is not dataclasses.MISSING else getattr(defaults, f.name)
@@ -45,15 +56,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=meta["help"] + shown)
         if "metavar" in meta:
             kwargs["metavar"] = meta["metavar"]
-        if f.type == "bool":
+        if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif f.type in ("int", "int | None"):
+        elif kind is int:
             kwargs["type"] = integer_arg(meta.get("minimum"))
-        elif f.type == "float | None":
+        elif kind is float:
             kwargs["type"] = probability
-        elif f.type == "list[str]":
+        elif kind is list:
             kwargs["action"] = "append"
-        elif f.type == "dict[str, Any]":
+        elif kind is dict:
             kwargs["nargs"] = "+"
         elif "choices" in meta:
             kwargs["choices"] = meta["choices"]()
