@@ -161,13 +161,14 @@ def climb(ladder: Ladder, out: Path, run: Any, log: Any = print) -> None:
     for n in sorted(ladder.rungs):
         if not climbing:
             break
-        tasks = [t for row, family in sorted(climbing) for t in rung_tasks(ladder, row, family, n, out)]
+        groups = {(row, family): rung_tasks(ladder, row, family, n, out) for row, family in sorted(climbing)}
+        tasks = [t for group in groups.values() for t in group]
         todo = [t for t in tasks if done_record(out, t) is None]
         log(f"rung {n}: {len(tasks)} run(s), {len(todo)} to make")
         if todo:
             run(todo)
-        for row, family in sorted(climbing):
-            records = [done_record(out, t) for t in rung_tasks(ladder, row, family, n, out)]
+        for (row, family), group in groups.items():
+            records = [done_record(out, t) for t in group]
             if not any(solved(r, ladder.solved) for r in records):
                 log(f"  {row} stops climbing {family} after rung {n} (0/{ladder.seeds} solved)")
                 climbing.discard((row, family))
