@@ -1,6 +1,6 @@
-"""The compiled recurrent kernel: a whole chunk ``(T, B)`` of LSTM or GRU steps per call, with episode
+"""The compiled recurrent kernel: a whole chunk ``(T, B)`` of LSTM, GRU or tanh RNN steps per call, with episode
 resets, every dropout site's masks and optional layer norm inside, and a hand-written backward
-through time (``rl_lstm/csrc/lstm_chunk.cpp``, the GRU family's in ``gru_chunk.inc``).
+through time (``rl_lstm/csrc/lstm_chunk.cpp``, the GRU family's and the RNN's in ``gru_chunk.inc``).
 
 It is built at first use from the installed torch with ``torch.utils.cpp_extension.load`` and
 cached (under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), once per torch
@@ -60,6 +60,7 @@ class KernelCell(Protocol):
     layer norms."""
 
     state_names: tuple[str, ...]
+    gates: int
     hidden_size: int
     dropout: float
     mask_spec: MaskSpec
@@ -227,6 +228,9 @@ def run(
     code = 0 if masks is None else SITES[site]
     norms, eps_pre, eps_c = cell.kernel_norms()
     module = _module if _module is not None else load()
+    if not lstm and cell.gates == 1:  # the tanh RNN
+        out, h = module.rnn_chunk(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, masks, starts, code)
+        return out, h, None
     if not lstm:
         out, h = module.gru_chunk(
             x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, *norms, masks, starts, code, eps_pre

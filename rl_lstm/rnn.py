@@ -19,10 +19,11 @@ class RNN(HiddenStateLayer):
     value with probability ``dropout``). It has no candidate apart from its state, so Semeniuta's
     method does not apply. Parameters are named and shaped like ``nn.RNN``'s (``weight_ih``
     (H, I), ``weight_hh`` (H, H), ``bias_ih``, ``bias_hh``); at ``dropout=0`` it computes exactly
-    what ``nn.RNN(nonlinearity='tanh')`` does, on ``torch.rnn_tanh_cell`` and the ``nn.RNN``
-    sequence kernel where the masks leave the carried state alone.
+    what ``nn.RNN(nonlinearity='tanh')`` does. Calls run on the compiled chunk kernel where it can run, else on
+    ``torch.rnn_tanh_cell`` and the ``nn.RNN`` sequence kernel where the masks leave the carried state alone.
     """
 
+    compiled = True
     gates = 1
     torch_module = nn.RNN
     dropout_methods = ("pytorch", "gal", "zoneout")
@@ -35,6 +36,10 @@ class RNN(HiddenStateLayer):
         if self.bias:
             h_new = h_new + self.bias_hh
         return self._after_step(h, None, h_new.tanh(), None, m)
+
+    def kernel_norms(self) -> tuple[list[Tensor | None], float, float]:
+        """No layer norm (see :meth:`rl_lstm.gru.GRU.kernel_norms`)."""
+        return [], 0.0, 0.0
 
     def _cell(self, x: Tensor, h: Tensor, c: None = None) -> tuple[Tensor, None]:
         return torch.rnn_tanh_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh), None

@@ -124,6 +124,17 @@ def test_kernel_equals_python_path_without_dropout_or_starts(monkeypatch, name):
     _assert_same(got, want)
 
 
+@pytest.mark.parametrize("method", ["gal", "zoneout"])
+def test_rnn_kernel_takes_each_of_its_dropout_methods(monkeypatch, method):
+    """The RNN's methods other than its default (Gal's on the recurrent input and output, zoneout)."""
+    cell = _cell("rnn", dropout=0.3, dropout_method=method)
+    x, hidden, starts = _inputs(16, 5)
+    got, got_masks = _run(monkeypatch, "1", cell, x, hidden, starts, None, seed=6)
+    want, want_masks = _run(monkeypatch, "0", cell, x, hidden, starts, None, seed=6)
+    torch.testing.assert_close(got_masks, want_masks, rtol=0, atol=0)
+    _assert_same(got, want)
+
+
 @pytest.mark.parametrize(
     ("name", "kwargs"),
     [(name, kwargs) for name in ("ln", "ln-gal", "ln-zoneout") for kwargs in LN_VARIANTS]
@@ -138,7 +149,9 @@ def test_kernel_layer_norm_variants(monkeypatch, name, kwargs):
     _assert_same(got, want)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gal", "zoneout", "gru", "gru-gal", "gru-zoneout", "ln-gru-semeniuta"])
+@pytest.mark.parametrize(
+    "name", ["lstm", "gal", "zoneout", "gru", "gru-gal", "gru-zoneout", "ln-gru-semeniuta", "rnn"]
+)
 def test_kernel_without_bias(monkeypatch, name):
     cell = _cell(name, dropout=0.3, bias=False)
     x, hidden, starts = _inputs(10, 3)
@@ -170,7 +183,7 @@ def test_kernel_in_eval_mode(monkeypatch, name, masks_in_eval):
     _assert_same(outs["1"], outs["0"])
 
 
-@pytest.mark.parametrize("name", ["gal", "ln-moon", "zoneout", "gru-gal", "ln-gru-zoneout"])
+@pytest.mark.parametrize("name", ["gal", "ln-moon", "zoneout", "gru-gal", "ln-gru-zoneout", "rnn"])
 def test_collection_masks_replay_on_the_kernel(monkeypatch, name):
     """The replay property with the kernel: masks used step by step in collection (eval mode,
     masks_in_eval) give the same outputs when the whole chunk is replayed with them in training."""
@@ -219,7 +232,7 @@ def test_kernel_gradcheck(monkeypatch, name):
     assert torch.autograd.gradcheck(f, args)
 
 
-@pytest.mark.parametrize("name", ["gru-gal", "gru-semeniuta", "ln-gru-zoneout"])
+@pytest.mark.parametrize("name", ["gru-gal", "gru-semeniuta", "ln-gru-zoneout", "rnn"])
 def test_gru_kernel_gradcheck(monkeypatch, name):
     """Finite differences against the GRU kernel's hand-written backward: inputs, h0 and every parameter."""
     monkeypatch.setenv(kernel.ENV, "1")
@@ -244,7 +257,7 @@ def test_class_facts():
     assert {"lstm", "gal", "moon", "semeniuta", "zoneout", "ln", "ln-gal", "ln-moon", "ln-zoneout"} <= set(COMPILED)
     gru_family = {"gru", "gru-gal", "gru-semeniuta", "gru-zoneout", "ln-gru", "ln-gru-gal", "ln-gru-semeniuta"}
     assert gru_family | {"ln-gru-zoneout"} <= set(COMPILED)
-    assert cell_class("nn-gru").compiled is False and cell_class("rnn").compiled is False
+    assert cell_class("nn-gru").compiled is False and cell_class("rnn").compiled is True
 
 
 # ---------------------------------------------------------------- choice and fallback

@@ -830,6 +830,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_chunk", &gru_chunk,
         "gru_chunk(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, ln_ih_weight, ln_ih_bias, ln_hh_weight, "
         "ln_hh_bias, masks, starts, site, eps) -> [out, h]");
+  m.def("rnn_chunk", &rnn_chunk,
+        "rnn_chunk(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, masks, starts, site) -> [out, h]");
   m.def("gemm_path", [] { return std::string(small_gemm::path_name(small_gemm::path())); },
         "The routine of the recurrent products, as RL_LSTM_GEMM and the CPU allow: avx512, avx2 or blas");
   m.def("small_matmul", &small_gemm::matmul, "small_matmul(a, b, path) -> (a @ b, the path that ran); for the tests");
