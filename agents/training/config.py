@@ -332,9 +332,10 @@ def check_hyperparams(config: TrainConfig) -> None:
     for key, flag in set_by_flags.items():
         if key in given_policy_kwargs:
             raise ConfigError(f"policy_kwargs {key}: the memory is set with {flag}, not in --hyperparams")
-    for key, value in {**config.algo_kwargs(), **config.algo_kwargs()["policy_kwargs"]}.items():
+    kwargs = config.algo_kwargs()
+    for key, value in {**kwargs, **kwargs["policy_kwargs"]}.items():
         resolve(key, value)  # a bad schedule or class name fails here, before anything is built
-    starts = config.algo_kwargs().get("learning_starts")
+    starts = kwargs.get("learning_starts")
     if isinstance(starts, int) and not isinstance(starts, bool) and starts >= config.total_timesteps:
         raise ConfigError(
             f"learning_starts={starts}: at or above --total-timesteps {config.total_timesteps}, so the run would take "
