@@ -490,3 +490,14 @@ def test_kernel_imports_no_cell_module():
             todo.append(imported)
     assert not seen & {"rl_lstm.kernel", "rl_lstm.base", "rl_lstm.lstm", "rl_lstm.layer_norm_lstm"}, sorted(seen)
     assert callable(rl_lstm.lstm.LSTM.kernel_norms) and callable(LayerNormLSTM.kernel_norms)
+
+
+def test_the_kernel_benchmark_runs_every_compiled_cell_against_its_family(tmp_path, capsys):
+    """bench_kernel at a tiny size: each compiled cell against its family's torch module and fused cell."""
+    from rl_lstm.bench import kernel as bench
+
+    args = ["--hidden", "4", "--batches", "2", "--step-batches", "1", "--seq-len", "4", "--input-size", "3"]
+    args += ["--repeats", "1", "--round-seconds", "0.01", "--out", str(tmp_path)]
+    assert bench.main(["--cells", *COMPILED, *args]) == 0
+    text = (tmp_path / "kernel_speed.md").read_text()
+    assert all(f"| {name} H4 B2 |" in text and f"| {name} H4 B1 |" in text for name in COMPILED)

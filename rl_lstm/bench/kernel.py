@@ -6,10 +6,10 @@ round, medians over rounds, ratios taken round by round):
 * **update**: the memory part of an update, forward plus backward of one chunk ``(T, B)`` as
   the update runs it (training mode, masks on, ``need_state=False``), with and without episode
   starts, for each cell on the kernel and on the Python path, against its family's fused module
-  (``nn.LSTM`` or ``nn.GRU``) forward plus backward over the same steps without resets;
+  (``nn.LSTM``, ``nn.GRU`` or ``nn.RNN``) forward plus backward over the same steps without resets;
 * **collection**: one step per call (``seq_len`` 1, no gradient, eval mode with masks on, as
-  collection runs), the state fed back, for each cell on both paths, against ``torch.lstm_cell``
-  or ``torch.gru_cell`` on the cell's weights.
+  collection runs), the state fed back, for each cell on both paths, against its family's fused
+  cell (``torch.lstm_cell``, ``torch.gru_cell`` or ``torch.rnn_tanh_cell``) on the cell's weights.
 
 ```bash
 python scripts/bench_kernel.py [--cells lstm gal ln] [--hidden 64 256] [--batches 8 16 32 64]
@@ -70,6 +70,10 @@ def measure(timers: dict[str, Timer], reference: str, repeats: int, round_second
     return {name: {"ms": ms[name], "ratio": ratios[name]} for name in per_call}
 
 
+#: The fused one-step cell of each family's torch module: the collection step's yardstick.
+TORCH_CELLS = {torch.nn.LSTM: torch.lstm_cell, torch.nn.GRU: torch.gru_cell, torch.nn.RNN: torch.rnn_tanh_cell}
+
+
 def _zero_state(cell, batch: int, hidden: int, layer_dim: bool = True):
     """Zeros as the cell carries its state: ``(h, c)`` for the LSTM family, ``h`` for the GRU family."""
     shape = (1, batch, hidden) if layer_dim else (batch, hidden)
@@ -78,7 +82,7 @@ def _zero_state(cell, batch: int, hidden: int, layer_dim: bool = True):
 
 def update_timers(name: str, hidden: int, batch: int, seq_len: int, input_size: int) -> dict[str, Timer]:
     cell = make_cell(name, input_size, hidden, dropout=default_dropout(name)).train()
-    module = cell.torch_module(input_size, hidden)  # nn.LSTM or nn.GRU: the cell family's fused module
+    module = cell.torch_module(input_size, hidden)  # nn.LSTM, nn.GRU or nn.RNN: the cell family's fused module
     x = torch.randn(seq_len, batch, input_size, requires_grad=True)
     state = _zero_state(cell, batch, hidden)
     starts = torch.zeros(seq_len, batch, dtype=torch.bool)
@@ -107,7 +111,7 @@ def step_timers(name: str, hidden: int, batch: int) -> dict[str, Timer]:
     cell = make_cell(name, hidden, hidden, dropout=default_dropout(name)).eval()
     cell.masks_in_eval = True
     w = [p.detach() for p in cell.torch_parameters()]
-    torch_cell = torch.lstm_cell if cell.state_names == ("h", "c") else torch.gru_cell
+    torch_cell = TORCH_CELLS[cell.torch_module]
     state = {"x": torch.randn(1, batch, hidden), "hc": None, "lc": _zero_state(cell, batch, hidden, layer_dim=False)}
 
     def step() -> None:
@@ -189,14 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     if report["update"]:
         md.append(
             f"## Update: forward + backward of a chunk (T={args.seq_len}, input {args.input_size}), training mode, "
-            "masks on, against the cell family's fused module (`nn module`: nn.LSTM or nn.GRU, no resets)\n"
+            "masks on, against the cell family's fused module (`nn module`: nn.LSTM, nn.GRU or nn.RNN, no resets)\n"
         )
         cols = ["kernel", "kernel BLAS", "kernel +starts", "python", "python +starts"]
         md.append(table("cell", report["update"], cols, "nn module"))
     if report["collection"]:
         md.append(
             "\n## Collection: one step per call, no grad, masks on, against the family's fused cell (`torch cell`: "
-            "torch.lstm_cell or torch.gru_cell, same weights)\n"
+            "torch.lstm_cell, torch.gru_cell or torch.rnn_tanh_cell, same weights)\n"
         )
         md.append(table("cell", report["collection"], ["kernel", "python"], "torch cell"))
     text = "\n".join(md) + "\n"
