@@ -188,7 +188,7 @@ def test_recipe_an_environment_gets_the_cli_and_the_checkers(monkeypatch):
     from gymnasium.utils.env_checker import check_env
 
     import envs
-    from agents.training import TrainConfig, check_config
+    from agents.training import TrainConfig, resolve
     from envs.repeat_previous import RepeatPrevious
 
     env_id = "ToyRepeatPrevious-v0"
@@ -198,14 +198,14 @@ def test_recipe_an_environment_gets_the_cli_and_the_checkers(monkeypatch):
         env = gym.make(env_id)
         check_env(env.unwrapped)
         assert isinstance(env.unwrapped, RepeatPrevious)
-        check_config(TrainConfig(env=env_id, total_timesteps=64))
+        resolve(TrainConfig(env=env_id, total_timesteps=64))
     finally:
         gym.registry.pop(env_id, None)
 
 
 def test_recipe_an_algorithm_gets_the_cli_choice_and_its_hyperparameters(monkeypatch):
     from agents import RecurrentPPO
-    from agents.training import ALGOS, TrainConfig, check_config
+    from agents.training import ALGOS, TrainConfig, resolve
     from agents.training.algos import AlgoSpec
     from agents.training.cli import build_parser
 
@@ -213,8 +213,7 @@ def test_recipe_an_algorithm_gets_the_cli_choice_and_its_hyperparameters(monkeyp
                                                    hyperparams="ppo"))  # fmt: skip
     assert "toy-ppo" in _choices(build_parser(), "--algo")
     config = TrainConfig(algo="toy-ppo", env="CartPole-v1", total_timesteps=64)
-    check_config(config)
-    assert config.hyperparams_entry()[0] == "CartPole-v1"
+    assert resolve(config).entry == "CartPole-v1"
 
 
 def test_recipe_every_benchmark_has_its_entry_point_and_console_script():

@@ -9,8 +9,7 @@ from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from agents.training import ConfigError, TrainConfig, train
-from agents.training.config import check_config
+from agents.training import ConfigError, TrainConfig, resolve, train
 from envs import PrevActionReward
 
 
@@ -59,9 +58,9 @@ def test_unencodable_spaces_are_named():
     with pytest.raises(ValueError, match="appends to a Box observation"):
         PrevActionReward(gym.make("FrozenLake-v1"))
     with pytest.raises(ConfigError, match="prev_inputs='action' on FrozenLake-v1: observation space Discrete"):
-        check_config(TrainConfig(env="FrozenLake-v1", prev_inputs="action"))
+        resolve(TrainConfig(env="FrozenLake-v1", prev_inputs="action"))
     with pytest.raises(ConfigError, match="prev_inputs='last': expected one of none, action, reward"):
-        check_config(TrainConfig(env="CartPole-v1", prev_inputs="last"))
+        resolve(TrainConfig(env="CartPole-v1", prev_inputs="last"))
 
 
 def test_a_run_trains_and_evaluates_with_them(tmp_path):
@@ -77,7 +76,7 @@ def test_a_run_trains_and_evaluates_with_them(tmp_path):
 
     model = RecurrentPPO.load(tmp_path / "model.zip", device="cpu")
     assert model.observation_space.shape == (10,)
-    for env in (make_envs(config, 1, 0), make_eval_env(config, 0)):
+    for env in (make_envs(config, 1, 0), make_eval_env(resolve(config), 0)):
         env.reset()
         obs, reward, *_ = env.step(np.array([2]))
         np.testing.assert_array_equal(obs[0][5:], [0, 0, 1, 0, reward[0]])

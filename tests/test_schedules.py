@@ -9,7 +9,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import LinearSchedule
 
 from agents import RecurrentA2C, RecurrentPPO
-from agents.training import TrainConfig
+from agents.training import TrainConfig, resolve
 
 SMALL = dict(lstm_hidden_size=8, net_arch=[8])
 ARGS = {RecurrentPPO: dict(n_steps=8, batch_size=16, n_epochs=1), RecurrentA2C: dict(n_steps=8)}
@@ -52,7 +52,7 @@ def test_bad_entropy_coefficient_is_named(value):
 
 
 def test_hyperparameter_spelling_is_a_linear_schedule():
-    kwargs = TrainConfig(env="CartPole-v1", hyperparams={"ent_coef": "lin_0.01"}).resolved_algo_kwargs()
+    kwargs, _ = resolve(TrainConfig(env="CartPole-v1", hyperparams={"ent_coef": "lin_0.01"})).model_kwargs()
     assert isinstance(kwargs["ent_coef"], LinearSchedule) and kwargs["ent_coef"](1.0) == pytest.approx(0.01)
 
 

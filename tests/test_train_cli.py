@@ -408,11 +408,11 @@ def _checkpoint_steps(out: Path) -> int:
 def test_a_checkpoint_keeps_its_own_statistics(tmp_path):
     """The statistics a resumed run starts from are those saved with the model in one file, even where the
     file beside it belongs to another save (a kill between two renames)."""
-    from agents.training import TrainConfig
+    from agents.training import TrainConfig, resolve
     from agents.training.checkpoints import save_atomically
     from agents.training.run import make_training_envs
 
-    config = TrainConfig(n_envs=2, normalize="obs", hyperparams=dict(n_steps=16, batch_size=32, seq_len=16))
+    config = resolve(TrainConfig(n_envs=2, normalize="obs", hyperparams=dict(n_steps=16, batch_size=32, seq_len=16)))
     env = make_training_envs(config, None)
     model = RecurrentPPO("CellLstmPolicy", env, n_steps=16, batch_size=32, seq_len=16, n_epochs=1,
                          policy_kwargs=dict(lstm_hidden_size=8))  # fmt: skip
@@ -451,12 +451,12 @@ def test_dict_and_image_observations_train_evaluate_resume_and_export(env_id, po
 
 
 def test_the_last_line_has_the_digits_a_return_needs_and_the_success_rate(tmp_path):
+    from agents.training import TrainConfig, resolve
     from agents.training.cli import summary_line
-    from agents.training.config import TrainConfig
 
     record = dict(mean_return=0.25, std_return=0.433, success_rate=0.25, episodes=20, timesteps=64, wall_time_s=3.0)
-    line = summary_line(TrainConfig(env="Recall-L20-v0"), record, tmp_path)
+    line = summary_line(resolve(TrainConfig(env="Recall-L20-v0")), record, tmp_path)
     assert "mean_return=0.250 +- 0.433, success_rate=0.25 over 20 episodes" in line, line
     record = dict(record, mean_return=500.0, std_return=0.0, success_rate=None)
-    line = summary_line(TrainConfig(env="CartPole-v1"), record, tmp_path)
+    line = summary_line(resolve(TrainConfig(env="CartPole-v1")), record, tmp_path)
     assert "mean_return=500.0 +- 0.000 over 20 episodes" in line and "success_rate" not in line, line

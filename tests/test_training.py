@@ -17,7 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents import RecurrentA2C, RecurrentPPO
-from agents.training import ALGOS, TrainConfig, train
+from agents.training import ALGOS, TrainConfig, resolve, train
 from agents.training.config import ConfigError, policy_kwargs_dict
 from agents.training.zoo import entry_for, load_file
 from envs import ENV_INFO, LADDER_FAMILIES, LADDER_RUNGS, ladder_id
@@ -61,7 +61,7 @@ def test_hyperparameter_entries():
             env = "Acrobot-v1" if key == "default" else next((e for e in ENV_INFO if fnmatch(e, key)), key)
             config = TrainConfig(env=env, algo=algo)
             assert config.hyperparams_entry() == (key, entry)
-            config.resolved_algo_kwargs()
+            resolve(config).model_kwargs()
 
 
 def test_the_entry_gives_the_budget_where_the_run_does_not(monkeypatch, capsys):
@@ -103,7 +103,7 @@ def test_zoo_policy_kwargs_strings():
     with pytest.raises(ConfigError, match="expected a mapping"):
         policy_kwargs_dict("[1, 2]")
     config = TrainConfig(hyperparams={"policy_kwargs": "dict(activation_fn=nn.Tanh, optimizer_class=th.optim.AdamW)"})
-    resolved = config.resolved_algo_kwargs()["policy_kwargs"]
+    _, resolved = resolve(config).model_kwargs()
     assert resolved["activation_fn"].__name__ == "Tanh" and resolved["optimizer_class"].__name__ == "AdamW"
 
 

@@ -13,7 +13,8 @@ import yaml
 
 from agents.training import zoo
 from agents.training.cli import main as train_main
-from agents.training.config import TrainConfig, check_config
+from agents.training.config import TrainConfig
+from agents.training.resolution import resolve
 from agents.tuning.cli import main
 from agents.tuning.entry import merge_entry
 from agents.tuning.space import SpaceError, load_space
@@ -61,7 +62,7 @@ def test_a_study_runs_resumes_and_its_best_entry_trains(tmp_path, monkeypatch, c
     zoo.load_file.cache_clear()
     try:
         config = TrainConfig(env="CartPoleNoVel-v1", cell=best["cell"], hidden_size=best["hidden_size"])
-        check_config(config)
+        resolve(config)
         assert config.hyperparams_entry() == ("CartPoleNoVel-v1", entry)
         other = yaml.safe_load((zoo.HYPERPARAMS_DIR / "ppo.yml").read_text())
         assert other["CartPole-v1"]["n_steps"] == 32  # the other entries are untouched

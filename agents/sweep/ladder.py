@@ -26,7 +26,7 @@ from agents.sweep.backends import LocalBackend, run_all
 from agents.sweep.records import lock_folder, strict_json
 from agents.sweep.spec import SweepError, check_keys
 from agents.sweep.worker import RunTask
-from agents.training import ALGOS, ConfigError, TrainConfig, check_config
+from agents.training import ALGOS, ConfigError, TrainConfig, resolve
 from envs import ENV_INFO, LADDER_FAMILIES, LADDER_RUNGS, ladder_id
 from rl_lstm.tooling import machine_info, pin_threads, save_figure, write_json
 
@@ -126,7 +126,7 @@ def rung_tasks(ladder: Ladder, row_name: str, family: str, n: int, out: Path) ->
             checkpoint_freq=ladder.total_timesteps[n], tensorboard=False,
         )  # fmt: skip
         try:
-            check_config(config)
+            resolve(config)
         except ConfigError as e:
             raise SweepError(f"rows.{row_name} on {env}: {e}") from None
         as_dict = {k: v for k, v in dataclasses.asdict(config).items() if k != "threads"}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.sweep.worker import RunTask
-from agents.training import ALGOS, ConfigError, TrainConfig, check_config
+from agents.training import ALGOS, ConfigError, TrainConfig, resolve
 from agents.training.algos import RECURRENT_ALGOS
 from envs import ENV_INFO
 from rl_lstm import CELLS, FFM, LRU, LayerNormLSTM, MinGRU, MinLSTM, SlowLSTM
@@ -173,7 +173,7 @@ def plan(sweep: Sweep, args: argparse.Namespace, out: Path) -> list[RunTask]:
                         checkpoint_freq=spec.total_timesteps, tensorboard=False,
                     )  # fmt: skip
                     try:
-                        check_config(config)
+                        resolve(config)  # every run checked before the first starts
                     except ConfigError as e:
                         raise SweepError(f"envs.{env} ({algo}): {e}") from None
                     as_dict = {k: v for k, v in dataclasses.asdict(config).items() if k != "threads"}

@@ -150,22 +150,23 @@ def _work_dir(task: RunTask) -> Path:
 def run_attempt(task: RunTask, attempt: int, threads: int = 1) -> Outcome:
     """Train and evaluate one run; never raises (the error's traceback comes back instead)."""
     try:
-        from agents.training import TrainConfig, import_env_packages, train
+        from agents.training import TrainConfig, import_env_packages, resolve, train
         from rl_lstm.tooling import pin_threads
 
         pin_threads(threads)
         _forced_failure(task.run_id, attempt)
         config = TrainConfig(**{**task.config, "threads": threads})
         import_env_packages(config.env_packages)
+        run = resolve(config)
         work = _work_dir(task)
         started = time.perf_counter()
-        evaluation = train(config, work, log=lambda message: None)
+        evaluation = train(run, work, log=lambda message: None)
         elapsed = time.perf_counter() - started
         curve = learning_curve(work / "progress.csv")
         record = RunRecord.of(
             task,
             "ok",
-            algo_kwargs=config.algo_kwargs(),
+            algo_kwargs=run.algo_kwargs,
             final_return_mean=evaluation["mean_return"],
             final_return_std=evaluation["std_return"],
             final_success_rate=evaluation.get("success_rate"),

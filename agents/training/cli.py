@@ -26,10 +26,10 @@ from agents.training.config import (
     MEMORY_KWARGS,
     ConfigError,
     TrainConfig,
-    check_config,
     parse_hyperparams,
     policy_kwargs_dict,
 )
+from agents.training.resolution import ResolvedRun, resolve
 from agents.training.run import latest_config, train
 from rl_lstm.tooling import integer_arg, probability
 
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     log = functools.partial(print, flush=True)  # shown as it happens where the output is a file or a pipe
     try:
         config, resume = config_from_args(args, log)
-        check_config(config)
+        run = resolve(config)
     except ConfigError as e:
         parser.error(str(e))  # exit code 2
     run_dir = args.out
@@ -189,17 +189,17 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_folder_of(resume)  # the same run goes on
     if run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / config.env / f"{config.algo}-{config.memory}-s{config.seed}-{stamp}"
+        run_dir = Path("runs") / config.env / f"{config.algo}-{run.memory}-s{config.seed}-{stamp}"
     progress_bar = sys.stdout.isatty() if args.progress_bar is None else args.progress_bar
     try:
-        record = train(config, run_dir, resume=resume, progress_bar=progress_bar, log=log)
+        record = train(run, run_dir, resume=resume, progress_bar=progress_bar, log=log)
     except KeyboardInterrupt:
         return 130
     except Stop as e:
         return 128 + int(e.args[0])
     except ConfigError as e:
         parser.error(str(e))
-    print(summary_line(config, record, run_dir))
+    print(summary_line(run, record, run_dir))
     return 0
 
 
@@ -208,13 +208,14 @@ def _figure(x: float) -> str:
     return f"{x:.{1 if abs(x) >= 10 else 2 if abs(x) >= 1 else 3}f}"
 
 
-def summary_line(config: TrainConfig, record: dict[str, Any], run_dir: Path) -> str:
+def summary_line(run: ResolvedRun, record: dict[str, Any], run_dir: Path) -> str:
     """The run's last line: the final evaluation's return and, where the task reports ``is_success``, its
     success rate (the measure of the memory ladder's tasks)."""
     success = record.get("success_rate")
     rate = "" if success is None else f", success_rate={success:.2f}"
+    config = run.config
     return (
-        f"eval {config.env} {config.algo}/{config.memory}: mean_return={_figure(record['mean_return'])} "
+        f"eval {config.env} {config.algo}/{run.memory}: mean_return={_figure(record['mean_return'])} "
         f"+- {_figure(record['std_return'])}{rate} over {record['episodes']} episodes after {record['timesteps']} "
         f"steps ({record['wall_time_s']:.0f} s) -> {run_dir}"
     )

@@ -65,9 +65,10 @@ ZOO_RUN_KEYS = {"normalize": "--normalize", "n_envs": "--n-envs", "n_timesteps":
 MEMORY_KWARGS = {"cell": "--cell", "dropout": "--dropout", "lstm_hidden_size": "--hidden-size"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (written to the run folder as config.yaml)."""
+    """Everything that defines a training run (written to the run folder as config.yaml); a run takes it
+    checked and resolved (:func:`agents.training.resolution.resolve`)."""
 
     env: str = option("CartPole-v1", "Gymnasium id to train on (ids of envs and of --env-package modules included).")
     algo: str = option(
@@ -121,14 +122,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.normalize, bool):  # config.yaml of earlier runs, and the zoo's spelling
-            self.normalize = "obs-reward" if self.normalize else "none"
+            object.__setattr__(self, "normalize", "obs-reward" if self.normalize else "none")
         if self.total_timesteps is None:
-            self.total_timesteps = self.entry_budget()
+            object.__setattr__(self, "total_timesteps", self.entry_budget())
 
     def entry_budget(self) -> int:
         """The budget of the environment's hyperparameter entry (rl-baselines3-zoo's ``n_timesteps``), else
         :data:`DEFAULT_BUDGET`; a value that is not a positive whole number is a ConfigError naming the entry."""
-        if self.algo not in ALGOS:  # check_config names it
+        if self.algo not in ALGOS:  # check_fields names it
             return DEFAULT_BUDGET
         name, entry = self.hyperparams_entry()
         value = entry.get("n_timesteps", DEFAULT_BUDGET)
@@ -180,12 +181,6 @@ class TrainConfig:
         policy_kwargs.update(policy_kwargs_dict(overrides.pop("policy_kwargs", None)))
         kwargs.update(overrides)
         kwargs["policy_kwargs"] = policy_kwargs
-        return kwargs
-
-    def resolved_algo_kwargs(self) -> dict[str, Any]:
-        """:meth:`algo_kwargs` with schedules and class names turned into objects."""
-        kwargs = {k: resolve(k, v) for k, v in self.algo_kwargs().items()}
-        kwargs["policy_kwargs"] = {k: resolve(k, v) for k, v in kwargs["policy_kwargs"].items()}
         return kwargs
 
 
@@ -240,6 +235,14 @@ def resolve(key: str, value: Any) -> Any:
     return value
 
 
+def resolve_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An algorithm's keyword arguments (``policy_kwargs`` included) with schedules and class names turned
+    into objects (:func:`resolve`)."""
+    out = {k: resolve(k, v) for k, v in kwargs.items()}
+    out["policy_kwargs"] = {k: resolve(k, v) for k, v in out["policy_kwargs"].items()}
+    return out
+
+
 def import_env_packages(packages: list[str]) -> None:
     """Import ``envs`` and each module that registers environments on import."""
     for name in ["envs", *packages]:
@@ -249,8 +252,9 @@ def import_env_packages(packages: list[str]) -> None:
             raise ConfigError(f"--env-package {name!r}: cannot import it ({e})") from None
 
 
-def check_config(config: TrainConfig) -> None:
-    """Raise ConfigError naming the first bad value (nothing is built or written here)."""
+def check_fields(config: TrainConfig) -> None:
+    """Raise ConfigError naming the first bad field (nothing is built or written here); the algorithm's
+    arguments are :func:`check_hyperparams`'."""
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
         value = getattr(config, f.name)
@@ -270,7 +274,6 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"env={config.env!r}: not a registered Gymnasium id{_closest(config.env, gym.registry)}")
     if config.prev_inputs != "none":
         _check_prev_inputs(config)
-    check_hyperparams(config)
 
 
 def _check_prev_inputs(config: TrainConfig) -> None:
@@ -305,8 +308,9 @@ def check_device(device: str) -> None:
         raise ConfigError(f"device={device!r}: expected cpu, cuda, cuda:N or auto")
 
 
-def check_hyperparams(config: TrainConfig) -> None:
-    """The overrides and the entry are arguments of the algorithm, none of them set by a flag."""
+def check_hyperparams(config: TrainConfig, kwargs: dict[str, Any]) -> None:
+    """The overrides and the entry are arguments of the algorithm, none of them set by a flag; ``kwargs``:
+    the configuration's :meth:`~TrainConfig.algo_kwargs`."""
     algo_cls = ALGOS[config.algo].cls
     accepted = set(inspect.signature(algo_cls.__init__).parameters) - {"self", *RESERVED}
     for key in config.hyperparams:
@@ -332,9 +336,7 @@ def check_hyperparams(config: TrainConfig) -> None:
     for key, flag in set_by_flags.items():
         if key in given_policy_kwargs:
             raise ConfigError(f"policy_kwargs {key}: the memory is set with {flag}, not in --hyperparams")
-    kwargs = config.algo_kwargs()
-    for key, value in {**kwargs, **kwargs["policy_kwargs"]}.items():
-        resolve(key, value)  # a bad schedule or class name fails here, before anything is built
+    resolve_kwargs(kwargs)  # a bad schedule or class name fails here, before anything is built
     starts = kwargs.get("learning_starts")
     if isinstance(starts, int) and not isinstance(starts, bool) and starts >= config.total_timesteps:
         raise ConfigError(

@@ -17,8 +17,8 @@ from stable_baselines3.common.vec_env import (
     VecTransposeImage,
 )
 
-from agents.training.algos import ALGOS
 from agents.training.config import ConfigError, TrainConfig
+from agents.training.resolution import ResolvedRun
 from envs import BalancedCues, PrevActionReward, has_cues
 
 
@@ -51,19 +51,19 @@ def check_dependencies(env_id: str) -> None:
         raise ConfigError(f"env={env_id!r}: it needs the module {e.name!r}, which is not installed ({e})") from None
 
 
-def stack_frames(config: TrainConfig, env: VecEnv) -> VecEnv:
+def stack_frames(run: ResolvedRun, env: VecEnv) -> VecEnv:
     """The algorithm's frame stack, outside the normalisation (as rl-baselines3-zoo wraps them)."""
-    n = ALGOS[config.algo].frame_stack
+    n = run.spec.frame_stack
     return VecFrameStack(env, n) if n else env
 
 
-def make_eval_env(config: TrainConfig, seed: int) -> VecEnv:
+def make_eval_env(run: ResolvedRun, seed: int) -> VecEnv:
     """One environment, the cues of a memory-ladder task balanced; with normalisation, statistics frozen
     (synchronised from training)."""
-    env = make_envs(dataclasses.replace(config, vec_env="dummy"), 1, seed, balanced=True)
-    if config.normalization != "none":
+    env = make_envs(dataclasses.replace(run.config, vec_env="dummy"), 1, seed, balanced=True)
+    if run.normalization != "none":
         env = VecNormalize(env, training=False, norm_reward=False)
-    env = stack_frames(config, env)
+    env = stack_frames(run, env)
     # Wrapped as SB3 wraps the training environments of an image policy, so that the two wrapper chains
     # match for sync_envs_normalization and the policy sees channel-first images.
     if is_image_space(env.observation_space) and not is_image_space_channels_first(env.observation_space):

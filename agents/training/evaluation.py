@@ -9,15 +9,15 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
-from agents.training.config import TrainConfig
 from agents.training.environments import make_eval_env
+from agents.training.resolution import ResolvedRun
 
 
-def evaluate(model: BaseAlgorithm, config: TrainConfig, episodes: int, seed: int) -> dict[str, Any]:
+def evaluate(model: BaseAlgorithm, run: ResolvedRun, episodes: int, seed: int) -> dict[str, Any]:
     """Deterministic evaluation, masks off (the policy's expectation). ``success_rate``: the share of
     episodes whose last ``info["is_success"]`` is true (None where the task reports none: SB3's key, which
     the memory ladder's tasks set to whether the memory-dependent answer was right)."""
-    env = make_eval_env(config, seed)
+    env = make_eval_env(run, seed)
     sync_envs_normalization(model.get_env(), env)
     successes: list[bool] = []
 

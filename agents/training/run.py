@@ -18,7 +18,6 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalC
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from agents.training.algos import ALGOS
 from agents.training.checkpoints import (
     CheckpointCallback,
     SaveVecNormalize,
@@ -30,11 +29,12 @@ from agents.training.checkpoints import (
     save_atomically,
     save_checkpoint,
 )
-from agents.training.config import ConfigError, TrainConfig, check_config
+from agents.training.config import ConfigError, TrainConfig
 from agents.training.environments import make_envs, make_eval_env, stack_frames
 from agents.training.evaluation import evaluate
 from agents.training.folder_lock import FolderLock
 from agents.training.logs import ProgressLines, run_logger
+from agents.training.resolution import ResolvedRun, resolve
 from rl_lstm import kernel
 from rl_lstm.base import RecurrentLayer
 from rl_lstm.tooling import pin_threads
@@ -62,14 +62,13 @@ def _comparable(value: Any) -> Any:
     return value
 
 
-def build_model(config: TrainConfig, env: VecEnv, resume: Path | None) -> BaseAlgorithm:
-    """A new model from the configuration, or the one saved at ``resume`` on ``env`` with the configuration's
+def build_model(run: ResolvedRun, env: VecEnv, resume: Path | None) -> BaseAlgorithm:
+    """A new model from the run's options, or the one saved at ``resume`` on ``env`` with the run's
     algorithm arguments applied (n_epochs, ent_coef, learning rate, n_steps...). What the saved network
     fixes (its policy_kwargs: memory cell, dropout, hidden size, layers, architecture) cannot change: a
     configuration that differs there is refused by name."""
-    spec = ALGOS[config.algo]
-    kwargs = config.resolved_algo_kwargs()
-    policy_kwargs = kwargs.pop("policy_kwargs")
+    spec, config = run.spec, run.config
+    kwargs, policy_kwargs = run.model_kwargs()
     try:
         if resume is None:
             policy = policy_for(spec.policy, env.observation_space)
@@ -88,11 +87,12 @@ def build_model(config: TrainConfig, env: VecEnv, resume: Path | None) -> BaseAl
     return model
 
 
-def make_training_envs(config: TrainConfig, resume: Path | None) -> VecEnv:
-    """The training environments, wrapped in VecNormalize as the configuration says (with the statistics
+def make_training_envs(run: ResolvedRun, resume: Path | None) -> VecEnv:
+    """The training environments, wrapped in VecNormalize as the run's options say (with the statistics
     saved with the model resumed from)."""
+    config = run.config
     env = make_envs(config, config.n_envs, config.seed)
-    mode = config.normalization
+    mode = run.normalization
     if resume is not None and has_statistics(resume) != (mode != "none"):
         env.close()
         was = "with" if mode == "none" else "without"
@@ -108,7 +108,7 @@ def make_training_envs(config: TrainConfig, resume: Path | None) -> VecEnv:
         else:
             env = VecNormalize(env)
         env.norm_reward = mode == "obs-reward"
-    return stack_frames(config, env)
+    return stack_frames(run, env)
 
 
 def latest_config(run_dir: Path, timesteps: int | None = None) -> Path:
@@ -122,14 +122,14 @@ def latest_config(run_dir: Path, timesteps: int | None = None) -> Path:
     return resumed[max(resumed)] if resumed else run_dir / "config.yaml"
 
 
-def write_config(config: TrainConfig, run_dir: Path, resumed_at: int | None) -> Path:
+def write_config(run: ResolvedRun, run_dir: Path, resumed_at: int | None) -> Path:
     """``config.yaml``: the configuration, the hyperparameter entry used and the merged algorithm arguments.
     A resumed run keeps its ``config.yaml``; where the continuation differs from the configuration last
     recorded, it is written beside it as ``config.resumed-<timesteps>.yaml``."""
-    entry, _ = config.hyperparams_entry()
+    config = run.config
     text = yaml.safe_dump(
-        {**dataclasses.asdict(config), "normalization": config.normalization, "memory": config.memory,
-         "hyperparams_entry": f"{config.algo}.yml: {entry}", "algo_kwargs": config.algo_kwargs()},
+        {**dataclasses.asdict(config), "normalization": run.normalization, "memory": run.memory,
+         "hyperparams_entry": f"{config.algo}.yml: {run.entry}", "algo_kwargs": run.algo_kwargs},
         sort_keys=False,
     )  # fmt: skip
     path = run_dir / "config.yaml"
@@ -157,7 +157,7 @@ def build_kernel(model: BaseAlgorithm) -> None:
 
 
 def train(
-    config: TrainConfig,
+    config: TrainConfig | ResolvedRun,
     run_dir: Path,
     resume: str | Path | None = None,
     progress_bar: bool = False,
@@ -166,16 +166,17 @@ def train(
 ) -> dict[str, Any]:
     """Train, checkpointing as it goes, then evaluate; returns the evaluation record.
 
-    Everything is checked and built before anything is written to ``run_dir``. On Ctrl-C or SIGTERM
+    ``config`` is checked and resolved (:func:`~agents.training.resolution.resolve`) unless it was already;
+    everything is built before anything is written to ``run_dir``. On Ctrl-C or SIGTERM
     the model (and normalisation statistics) are saved to ``run_dir/model.zip`` before the exception
     propagates.
     """
-    check_config(config)
+    run = resolve(config)
     resume_path = resolve_resume(resume, log) if resume is not None else None
-    pin_threads(config.threads)
-    env = make_training_envs(config, resume_path)
+    pin_threads(run.config.threads)
+    env = make_training_envs(run, resume_path)
     try:
-        model = build_model(config, env, resume_path)
+        model = build_model(run, env, resume_path)
         build_kernel(model)
     except ConfigError:
         env.close()
@@ -187,7 +188,7 @@ def train(
         env.close()
         raise
     try:
-        return _train(model, env, config, run_dir, resume_path, progress_bar, callbacks or [], log)
+        return _train(model, env, run, run_dir, resume_path, progress_bar, callbacks or [], log)
     finally:
         lock.release()
 
@@ -195,7 +196,7 @@ def train(
 def _train(
     model: BaseAlgorithm,
     env: VecEnv,
-    config: TrainConfig,
+    run: ResolvedRun,
     run_dir: Path,
     resume_path: Path | None,
     progress_bar: bool,
@@ -203,13 +204,13 @@ def _train(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """:func:`train` once the model is built and the run folder is held."""
-    config_path = write_config(config, run_dir, None if resume_path is None else model.num_timesteps)
+    config = run.config
+    config_path = write_config(run, run_dir, None if resume_path is None else model.num_timesteps)
     model.set_logger(run_logger(run_dir, config.tensorboard))
     remaining = config.total_timesteps - model.num_timesteps
-    entry, _ = config.hyperparams_entry()
     log(
-        f"training {config.algo} (memory: {config.memory}) on {config.env} with {config.algo}.yml entry {entry!r}, "
-        f"normalisation {config.normalization}, in {run_dir} ({remaining} steps to go; config: {config_path.name})"
+        f"training {config.algo} (memory: {run.memory}) on {config.env} with {config.algo}.yml entry {run.entry!r}, "
+        f"normalisation {run.normalization}, in {run_dir} ({remaining} steps to go; config: {config_path.name})"
     )
     if not progress_bar:  # a line every 5% of the budget where no progress bar shows anything
         callbacks = [*callbacks, ProgressLines(config.total_timesteps, max(remaining // 20, 1), log)]
@@ -220,7 +221,7 @@ def _train(
     periodic = None
     if config.eval_freq:
         periodic = EvalCallback(
-            make_eval_env(config, seed=config.seed + 20_000),
+            make_eval_env(run, seed=config.seed + 20_000),
             n_eval_episodes=config.eval_episodes,
             eval_freq=max(config.eval_freq // config.n_envs, 1),
             log_path=str(run_dir),
@@ -252,7 +253,7 @@ def _train(
         model.logger.close()
     wall = time.perf_counter() - start
     save_atomically(model, run_dir / "model.zip")
-    record = evaluate(model, config, config.eval_episodes, seed=config.seed + 10_000)
+    record = evaluate(model, run, config.eval_episodes, seed=config.seed + 10_000)
     record.update(wall_time_s=wall, env_steps_per_s=max(remaining, 0) / wall if wall > 0 else None)
     if periodic is not None and periodic.evaluations_timesteps:
         means = [float(np.mean(r)) for r in periodic.evaluations_results]

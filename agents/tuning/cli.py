@@ -24,7 +24,8 @@ from typing import Any
 
 from agents.training.algos import ALGOS, RECURRENT_ALGOS
 from agents.training.cli import add_config_arguments, given_options
-from agents.training.config import ConfigError, TrainConfig, check_config, policy_kwargs_dict
+from agents.training.config import ConfigError, TrainConfig, policy_kwargs_dict
+from agents.training.resolution import resolve
 from agents.training.zoo import HYPERPARAMS_DIR
 from rl_lstm import CELLS
 from rl_lstm.tooling import NON_NEGATIVE, POSITIVE
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         if ALGOS[base.get("algo", "ppo")].memory != "cell":
             raise ConfigError(f"algo={base['algo']!r}: expected one of {', '.join(RECURRENT_ALGOS)}")
         for cell in cells:
-            check_config(TrainConfig(**{**base, "cell": cell}))
+            resolve(TrainConfig(**{**base, "cell": cell}))
         search = Search.from_args(args, base, cells)
         check_overlap(base, search.space)
         check_budget(base, search.space, search.eval_every)

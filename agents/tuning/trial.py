@@ -90,7 +90,7 @@ def run_trial(task: TrialTask, attempt: int = 0, threads: int = 1) -> Outcome:
     try:
         import optuna
 
-        from agents.training import TrainConfig, import_env_packages, train
+        from agents.training import TrainConfig, import_env_packages, resolve, train
         from agents.training.environments import make_eval_env
         from rl_lstm.tooling import pin_threads
 
@@ -108,8 +108,9 @@ def run_trial(task: TrialTask, attempt: int = 0, threads: int = 1) -> Outcome:
             for i, kwargs in enumerate(task.configs):
                 config = TrainConfig(**{**kwargs, "threads": threads})
                 import_env_packages(config.env_packages)
+                run = resolve(config)
                 callback = TrialEvalCallback(
-                    make_eval_env(config, seed=config.seed + 20_000), trial,
+                    make_eval_env(run, seed=config.seed + 20_000), trial,
                     eval_freq=max(task.eval_every // config.n_envs, 1), n_eval_episodes=config.eval_episodes,
                     step_offset=i * config.total_timesteps,
                 )  # fmt: skip
@@ -117,7 +118,7 @@ def run_trial(task: TrialTask, attempt: int = 0, threads: int = 1) -> Outcome:
                 if run_dir.exists():
                     shutil.rmtree(run_dir)  # an earlier attempt's files would mix into this one's
                 try:
-                    evaluation = train(config, run_dir, callbacks=[callback], log=lambda message: None)
+                    evaluation = train(run, run_dir, callbacks=[callback], log=lambda message: None)
                 except optuna.TrialPruned:
                     seeds.append(_seed_record(config, callback.evaluations, None, None))
                     pruned_at = i * config.total_timesteps + callback.num_timesteps
