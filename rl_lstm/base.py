@@ -157,6 +157,11 @@ class RecurrentLayer(TorchWeights, nn.Module):
         self.last_masks: Tensor | None = None
         # (batch, mask_width): the mask each row holds for its current episode (per-episode methods).
         self.register_buffer("episode_masks", None, persistent=False)
+        self._build()
+
+    def _build(self) -> None:
+        """Make the layer's parameters (or the torch module holding them) once the sizes are set: the
+        classes whose constructor takes nothing beyond the common arguments need no ``__init__`` of their own."""
 
     @classmethod
     def default_dropout(cls) -> float:

@@ -31,16 +31,7 @@ class _MinRNN(LinearRecurrence):
     state_names: ClassVar[tuple[str, ...]] = ("h",)
     gates: ClassVar[int]
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        dropout: float | None = None,
-        dropout_method: str = "pytorch",
-        batch_first: bool = False,
-    ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
+    def _build(self) -> None:
         rows = self.gates * self.hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, self.input_size))
         self.bias_ih = nn.Parameter(torch.empty(rows)) if self.bias else None

@@ -19,16 +19,7 @@ class TorchParameters(RecurrentLayer):
     #: Gate blocks in the weights: 4 for the LSTM (i, f, g, o), 3 for the GRU (r, z, n), 1 for the RNN.
     gates: ClassVar[int]
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        dropout: float | None = None,
-        dropout_method: str = "pytorch",
-        batch_first: bool = False,
-    ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
+    def _build(self) -> None:
         rows = self.gates * self.hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, self.input_size))
         self.weight_hh = nn.Parameter(torch.empty(rows, self.hidden_size))

@@ -30,16 +30,7 @@ class TorchModuleLayer(RecurrentLayer):
     #: The attribute holding the module (its parameters' names in a state dict follow it).
     module_name: ClassVar[str]
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        dropout: float | None = None,
-        dropout_method: str = "pytorch",
-        batch_first: bool = False,
-    ) -> None:
-        super().__init__(input_size, hidden_size, bias, dropout, dropout_method, batch_first)
+    def _build(self) -> None:
         setattr(self, self.module_name, self.torch_module(self.input_size, self.hidden_size, bias=self.bias))
 
     @property
