@@ -1,21 +1,20 @@
-"""The layer every cell shares: the time loop, episode resets, dropout masks, and the one dispatcher that
-chooses how a call runs (the argument checks are :mod:`rl_lstm.checks`).
+"""The layer every cell shares: episode resets, dropout masks, and the one dispatcher that chooses how a
+call runs (the argument checks are :mod:`rl_lstm.checks`).
 
-Subclasses state facts (class attributes: :attr:`RecurrentLayer.compiled`, :attr:`~RecurrentLayer.scan`,
-:attr:`~RecurrentLayer.torch_kernel`, :attr:`~RecurrentLayer.mask_stages` ...) and math (the one-step
-:meth:`RecurrentLayer._step`, torch's fused ``_cell`` and ``_kernel``, ``_after_step``); which path runs
-a call is decided once, in :meth:`RecurrentLayer.execution_path`.
+Subclasses state facts (class attributes: the :attr:`RecurrentLayer.paths` a call can take, in order, and
+where each dropout site's masks act, :attr:`~RecurrentLayer.mask_stages`) and the math those paths call
+(:mod:`rl_lstm.paths`: the one-step ``_step``, torch's fused ``_cell`` and ``_kernel``, ``_after_step``);
+which path runs a call is decided once, in :meth:`RecurrentLayer.execution_path`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from rl_lstm import kernel
 from rl_lstm.checks import (
     check_hidden,
     check_input,
@@ -26,19 +25,12 @@ from rl_lstm.checks import (
     describe,
 )
 from rl_lstm.masks import METHODS, MaskSpec, check_method, sample_masks
-from rl_lstm.segments import run_fused, step_loop
+from rl_lstm.paths import KERNEL, STEPS, ExecutionPath, Result, Stage
 from rl_lstm.torch_weights import TorchWeights
 
 #: A memory's recurrent state as ``forward`` takes and returns it: ``(h, c)`` for the LSTM family,
 #: the tensor ``h`` for memories that carry h only (as ``nn.GRU`` and ``nn.RNN``).
 Hidden = tuple[Tensor, Tensor] | Tensor
-#: The ways a call can run (:meth:`RecurrentLayer.execution_path`): the compiled chunk kernel; torch's fused
-#: kernels over whole stretches (then the output masks); torch's fused cell step by step, then the masks
-#: that act on a finished step (``cells``); the blocked parallel scan of a linear recurrence; the step loop.
-ExecutionPath = Literal["kernel", "fused", "cells", "scan", "steps"]
-#: Where a dropout site's masks act (:attr:`RecurrentLayer.mask_stages`): inside a step's math (only the
-#: step loop computes it), on the carried state after a step (``_after_step``), or on the output only.
-Stage = Literal["step", "after_step", "output"]
 
 
 #: The dropout of a class named for a dropout method (Gal, Moon, Semeniuta, zoneout and their mixes)
@@ -103,28 +95,26 @@ class RecurrentLayer(TorchWeights, nn.Module):
     #: The one-layer torch module whose math and parameters this class shares (``from_torch`` / ``to_torch``).
     torch_module: ClassVar[type[nn.RNNBase]] = nn.LSTM
     torch_equivalent = True  # whether to_torch() can express this cell as its torch_module
+    #: The ways the class's calls can run (:mod:`rl_lstm.paths`), in order of preference: a call takes the
+    #: first that can run it. The last, the reference (the step loop where the class has one-step math),
+    #: runs every call, and alone where :attr:`fused` is False on the instance.
+    paths: ClassVar[tuple[ExecutionPath, ...]] = (STEPS,)
     #: Whether the class's calls run on the compiled chunk kernel (:mod:`rl_lstm.kernel`) where it can
-    #: run: a class fact, read through the registry (``cell_class(name).compiled``).
+    #: run, read through the registry (``cell_class(name).compiled``): whether :attr:`paths` lists it.
     compiled: ClassVar[bool] = False
-    #: Whether the class runs calls of more than one step as a blocked parallel scan (linear recurrences).
-    scan: ClassVar[bool] = False
-    #: Whether torch has a fused sequence kernel for the class's math without masks (``_kernel``: over
-    #: whole stretches between episode starts) and a fused one-step cell (``_cell``).
-    torch_kernel: ClassVar[bool] = False
-    torch_cell: ClassVar[bool] = False
-    #: Whether the class has its own one-step math (``_step``), the reference step loop. A class without
-    #: (a thin adapter over a torch module) runs its fast path whatever :attr:`fused` says.
-    step_math: ClassVar[bool] = True
     #: Where the masks of each dropout site (``MaskSpec.site``) act: ``'step'`` (inside the step's math),
     #: ``'after_step'`` (on the carried state after a step) or ``'output'`` (the output only). A site not
     #: named acts inside the step's math.
     mask_stages: ClassVar[Mapping[str, Stage]] = {}
-    #: Use the compiled kernel, torch's fused kernels or the parallel scan where they can run (False on
-    #: an instance: the step loop, the reference).
+    #: Take the first of :attr:`paths` that can run a call (False on an instance: the last, the reference).
     fused = True
     #: What sets the layer's memory times (:meth:`init_memory_times_`), e.g. ``"forget gate"``; None for a
     #: layer without a keep gate or decay (the plain RNN).
     keep_gate: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.compiled = KERNEL in cls.paths
 
     def __init__(
         self,
@@ -319,31 +309,11 @@ class RecurrentLayer(TorchWeights, nn.Module):
         return output, (h.unsqueeze(0) if c is None else (h.unsqueeze(0), c.unsqueeze(0)))
 
     def execution_path(self, x: Tensor, masks: Tensor | None) -> ExecutionPath:
-        """Which path runs a call on ``x`` (T, B, I) with ``masks`` (or None), from the class's facts:
-
-        - ``'kernel'``: the compiled chunk kernel, for a :attr:`compiled` class where it can run
-          (``RL_LSTM_KERNEL``, :func:`rl_lstm.kernel.use`);
-        - ``'scan'``: the blocked parallel scan of a :attr:`scan` class, for more than one step;
-        - ``'fused'``: torch's fused kernels (:attr:`torch_kernel`), when no mask acts or the masks act on
-          the output only (:attr:`mask_stages`); zoneout's expectation acts without masks;
-        - ``'cells'``: torch's fused cell (:attr:`torch_cell`) step by step, then the masks that act on
-          the carried state after a step;
-        - ``'steps'``: the step loop, the reference; always where :attr:`fused` is False on the instance.
-        """
-        fast = self.fused or not self.step_math
-        if fast and self.compiled and kernel.use(x):
-            return "kernel"
-        if fast and self.scan and x.shape[0] > 1:
-            return "scan"
-        if fast and self.torch_kernel:
-            site = self.mask_spec.site
-            acting = masks is not None or site == "zoneout" and self.dropout > 0.0
-            stage = self.mask_stages.get(site, "step")
-            if not acting or stage == "output":
-                return "fused"
-            if stage == "after_step" and self.torch_cell:
-                return "cells"
-        return "steps"
+        """The path that runs a call on ``x`` (T, B, I) with ``masks`` (or None): the first of :attr:`paths`
+        that can run it, or the last (the reference) where :attr:`fused` is False."""
+        if not self.fused:
+            return self.paths[-1]
+        return next(path for path in self.paths if path.can_run(self, x, masks))
 
     def _run(
         self,
@@ -353,44 +323,10 @@ class RecurrentLayer(TorchWeights, nn.Module):
         starts: Tensor | None,
         masks: Tensor | None,
         need_state: bool = True,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    ) -> Result:
         """A call on the path :meth:`execution_path` chooses: ``x`` (T, B, I), ``h``/``c`` (B, H) -> output
         (T, B, H), h, c (c is None for an h-only memory; h and c may be None when ``need_state`` is False)."""
-        path = self.execution_path(x, masks)
-        if path == "kernel":
-            return kernel.run(self, x, h, c, starts, masks)
-        if path == "scan":
-            return self._run_scan(x, h, c, starts, masks, need_state)
-        if path == "fused":
-            # The carried state is the torch module's: fused kernels, then the output mask.
-            out, h, c = run_fused(self._cell if self.torch_cell else None, self._kernel, x, h, c, starts, need_state)
-            return (out if masks is None else out * masks), h, c
-        if path == "cells":
-            return step_loop(self._cell_step, x, h, c, starts, masks)
-        return self._run_steps(x, h, c, starts, masks, need_state)
-
-    def _run_steps(
-        self, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, masks: Tensor | None, need_state: bool
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """The step loop, the reference."""
-        # The input projection for all steps at once: (T, B, gates * H).
-        return step_loop(self._step, self._project_input(x), h, c, starts, masks)
-
-    def _run_scan(
-        self, x: Tensor, h: Tensor, c: Tensor | None, starts: Tensor | None, masks: Tensor | None, need_state: bool
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """The parallel scan (a :attr:`scan` class)."""
-        raise NotImplementedError
-
-    def _cell(self, x: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """One step of torch's fused cell (a :attr:`torch_cell` class) from the raw input ``x`` (B, I):
-        the new h and c, before the masks."""
-        raise NotImplementedError
-
-    def _kernel(self, x: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """torch's fused sequence kernel (a :attr:`torch_kernel` class) over ``x`` (T, B, I) from
-        ``h``/``c`` (B, H): output (T, B, H), h, c, before the masks."""
-        raise NotImplementedError
+        return self.execution_path(x, masks).run(self, x, h, c, starts, masks, need_state)
 
     def _after_step(
         self, h: Tensor, c: Tensor | None, h_new: Tensor, c_new: Tensor | None, m: Tensor | None
@@ -398,19 +334,3 @@ class RecurrentLayer(TorchWeights, nn.Module):
         """The masks that act on a finished step (``'after_step'`` and ``'output'`` sites): the carried
         h, c and the step's output from the step's ``h_new``, ``c_new`` and the previous ``h``, ``c``."""
         return h_new, c_new, h_new
-
-    def _cell_step(
-        self, x: Tensor, h: Tensor, c: Tensor | None, m: Tensor | None
-    ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """One step of the ``'cells'`` path: torch's fused cell, then :meth:`_after_step`."""
-        h_new, c_new = self._cell(x, h, c)
-        return self._after_step(h, c, h_new, c_new, m)
-
-    def _project_input(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def _step(
-        self, xw: Tensor, h: Tensor, c: Tensor | None, m: Tensor | None
-    ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """One step from the projected input ``xw`` (B, gates * H): returns the new h, c and the output."""
-        raise NotImplementedError

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from rl_lstm.hidden_state import HiddenStateLayer
 from rl_lstm.memory_times import check_times, gate_bias_units, keep_logit, set_gate_bias_
+from rl_lstm.paths import KERNEL
 
 
 class GRU(HiddenStateLayer):
@@ -29,7 +30,7 @@ class GRU(HiddenStateLayer):
     loop.
     """
 
-    compiled = True
+    paths = (KERNEL, *HiddenStateLayer.paths)
     gates = 3
     torch_module = nn.GRU
     dropout_methods = ("pytorch", "gal", "semeniuta", "zoneout")

@@ -9,8 +9,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from rl_lstm.base import Stage
 from rl_lstm.parameters import TorchParameters
+from rl_lstm.paths import STEPS, TORCH_CELLS, TORCH_KERNELS, Stage
 
 
 class HiddenStateLayer(TorchParameters):
@@ -32,8 +32,7 @@ class HiddenStateLayer(TorchParameters):
     """
 
     state_names: ClassVar[tuple[str, ...]] = ("h",)
-    torch_kernel = True
-    torch_cell = True
+    paths = (TORCH_KERNELS, TORCH_CELLS, STEPS)
     #: Gal's mask enters the step (``W_hh (h * m)``) as Semeniuta's does (on the candidate); zoneout acts
     #: on the h a finished step carries; the 'pytorch' mask on the output only.
     mask_stages: ClassVar[Mapping[str, Stage]] = {

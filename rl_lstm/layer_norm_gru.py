@@ -7,6 +7,7 @@ from torch import Tensor
 
 from rl_lstm.gru import GRU
 from rl_lstm.layer_norm import LayerNorm
+from rl_lstm.paths import KERNEL, STEPS
 
 
 class LayerNormGRU(GRU):
@@ -27,8 +28,7 @@ class LayerNormGRU(GRU):
 
     torch_equivalent = False
     # No PyTorch fused kernel computes this math: the compiled kernel, else the step loop.
-    torch_kernel = False
-    torch_cell = False
+    paths = (KERNEL, STEPS)
 
     def __init__(
         self,

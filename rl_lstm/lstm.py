@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rl_lstm.base import Stage
 from rl_lstm.parameters import LSTMParameters
+from rl_lstm.paths import KERNEL, STEPS, TORCH_CELLS, TORCH_KERNELS, Stage
 
 
 class LSTM(LSTMParameters):
@@ -27,9 +27,7 @@ class LSTM(LSTMParameters):
     alone; else on the step loop.
     """
 
-    compiled = True
-    torch_kernel = True
-    torch_cell = True
+    paths = (KERNEL, TORCH_KERNELS, TORCH_CELLS, STEPS)
     #: Semeniuta's mask (on g) and Moon's (on c, before tanh) act inside the step; Gal's (on h) and
     #: zoneout on the state a finished step carries; the 'pytorch' mask on the output only.
     mask_stages: ClassVar[Mapping[str, Stage]] = {

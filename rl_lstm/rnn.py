@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl_lstm.hidden_state import HiddenStateLayer
+from rl_lstm.paths import KERNEL
 
 
 class RNN(HiddenStateLayer):
@@ -23,7 +24,7 @@ class RNN(HiddenStateLayer):
     ``torch.rnn_tanh_cell`` and the ``nn.RNN`` sequence kernel where the masks leave the carried state alone.
     """
 
-    compiled = True
+    paths = (KERNEL, *HiddenStateLayer.paths)
     gates = 1
     torch_module = nn.RNN
     dropout_methods = ("pytorch", "gal", "zoneout")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from rl_lstm.base import RecurrentLayer
+from rl_lstm.paths import RECURRENCE_LOOP, SCAN
 
 #: A state or coefficient in real arithmetic: ``(x,)`` for a real recurrence, ``(re, im)`` for a
 #: complex one; each part (..., N).
@@ -198,7 +199,7 @@ class LinearRecurrence(RecurrentLayer):
     torch_module: ClassVar[type[nn.RNNBase]] = nn.GRU  # the speed benchmark's yardstick: torch.gru_cell
     torch_equivalent = False
     dropout_methods: ClassVar[tuple[str, ...]] = ("pytorch", "moon", "semeniuta", "zoneout")
-    scan = True
+    paths = (SCAN, RECURRENCE_LOOP)
 
     @property
     def parallel(self) -> bool:

@@ -8,8 +8,9 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from rl_lstm.base import RecurrentLayer, Stage
+from rl_lstm.base import RecurrentLayer
 from rl_lstm.memory_times import check_times, gate_bias_units, keep_logit, set_gate_bias_
+from rl_lstm.paths import TORCH_KERNELS, Stage
 
 
 class TorchModuleLayer(RecurrentLayer):
@@ -23,9 +24,8 @@ class TorchModuleLayer(RecurrentLayer):
     """
 
     dropout_methods = ("pytorch",)
-    # The module's sequence kernel runs every call (once per stretch), the mask on its output.
-    torch_kernel = True
-    step_math = False
+    # The module's sequence kernel runs every call (once per stretch), the mask on its output: no step loop.
+    paths = (TORCH_KERNELS,)
     mask_stages: ClassVar[Mapping[str, Stage]] = {"output": "output"}
     #: The attribute holding the module (its parameters' names in a state dict follow it).
     module_name: ClassVar[str]

@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import rl_lstm.base
+import rl_lstm.paths
 import rl_lstm.scan
 import rl_lstm.segments
 from rl_lstm import CELLS, METHODS, LayerNorm, RecurrentLayer, kernel, make_cell
+from rl_lstm.paths import KERNEL, RECURRENCE_LOOP, SCAN, STEPS, TORCH_CELLS, TORCH_KERNELS
 from rl_lstm.registry import cell_class
 
 NAMES = list(CELLS)
@@ -443,7 +444,7 @@ def _spy_paths(monkeypatch) -> Counter:
 
         return wrapper
 
-    modules = (rl_lstm.base, rl_lstm.segments, rl_lstm.scan)
+    modules = (rl_lstm.paths, rl_lstm.segments, rl_lstm.scan)
     for module in modules:
         for function, label in (
             ("run_segments", "segments"), ("run_pieces", "pieces"), ("step_loop", "steps"),
@@ -457,19 +458,42 @@ def _spy_paths(monkeypatch) -> Counter:
 
 def _expected_path(name: str, kernel_mode: str, need_state: bool, fused: bool) -> str:
     """The path a whole-sequence call with a few episode starts and masks (dropout 0.5, the class's
-    method) should take, from the class's facts."""
+    method) should take, from the paths its class lists."""
     cls = cell_class(name)
-    fast = fused or not cls.step_math  # a thin adapter over a torch module has no step loop of its own
+    fast = fused or not _has_loop(cls)  # a thin adapter over a torch module has no step loop of its own
     stage = cls.mask_stages.get(METHODS[cls.method].site, "step")
-    if fast and kernel_mode == "auto" and cls.compiled and kernel.load() is not None:
+    if fast and kernel_mode == "auto" and KERNEL in cls.paths and kernel.load() is not None:
         return "kernel"
-    if fast and cls.scan:
+    if fast and SCAN in cls.paths:
         return "scan"
-    if fast and cls.torch_kernel and stage == "output":  # torch's own math, the mask on the output only
+    if fast and TORCH_KERNELS in cls.paths and stage == "output":  # torch's own math, the mask on the output
         return "segments" if need_state else "pieces"
-    if fast and cls.torch_cell and stage == "after_step":
+    if fast and TORCH_CELLS in cls.paths and stage == "after_step":
         return "cells"
     return "steps"
+
+
+def _has_loop(cls) -> bool:
+    """Whether the class's reference is a step loop of its own (a thin adapter's is torch's kernel)."""
+    return cls.paths[-1] in (STEPS, RECURRENCE_LOOP)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_class_lists_paths_it_can_run_and_a_reference_that_runs_every_call(name):
+    """Each path a class lists names the methods it calls, and the class has them; the last path, the
+    reference, takes every call (dropout or not, masks or not, one step or many)."""
+    cls = cell_class(name)
+    assert cls.paths and len(set(cls.paths)) == len(cls.paths)
+    for path in cls.paths:
+        missing = [m for m in path.needs if not callable(getattr(cls, m, None))]
+        assert not missing, f"{name} lists {path} without {missing}"
+    assert cls.compiled == (KERNEL in cls.paths)
+    for p in (0.0, 0.5):
+        cell = cls(3, 4, dropout=p)
+        for t in (1, 5):
+            x = torch.randn(t, 2, 3)
+            for masks in (None, torch.ones(t, 2, cell.mask_width)) if p else (None,):
+                assert cls.paths[-1].can_run(cell, x, masks)
 
 
 #: What :meth:`RecurrentLayer.execution_path` calls each path the spies see.
@@ -504,13 +528,13 @@ def test_each_path_runs_where_its_facts_say_and_equals_the_step_loop(monkeypatch
 
     cell.fused = fused
     expected = _expected_path(name, kernel_mode, need_state, fused)
-    assert cell.execution_path(x, masks) == PATH_OF[expected]
+    assert cell.execution_path(x, masks).name == PATH_OF[expected]
     ran.clear()
     out, state = cell(x, hidden, starts, masks, need_state=need_state)
     assert ran[expected] >= 1, f"expected the {expected} path, ran {dict(ran)}"
     assert not ({"kernel", "segments", "pieces", "cells", "scan"} - {expected}) & set(ran), f"ran {dict(ran)}"
     assert (state is None) != need_state
-    if cell.step_math:
+    if _has_loop(cell):
         cell.fused = False  # the reference
         ran.clear()
         ref, ref_state = cell(x, hidden, starts, masks)
@@ -537,7 +561,7 @@ def test_each_path_runs_where_its_facts_say_and_equals_the_step_loop(monkeypatch
             torch.testing.assert_close(part, ref_part)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if cell_class(n).step_math])
+@pytest.mark.parametrize("name", [n for n in NAMES if _has_loop(cell_class(n))])
 @pytest.mark.parametrize("starts_at", ["dense", "sparse", "none"])
 @pytest.mark.parametrize("training", [True, False])
 def test_unfused_cell_is_the_same_function(name, starts_at, training):
