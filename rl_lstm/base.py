@@ -92,8 +92,9 @@ class RecurrentLayer(TorchWeights, nn.Module):
     check_args = True
     #: The dropout methods the class takes (keys of ``rl_lstm.masks.METHODS``).
     dropout_methods: ClassVar[tuple[str, ...]] = tuple(METHODS)
-    #: The one-layer torch module whose math and parameters this class shares (``from_torch`` / ``to_torch``).
-    torch_module: ClassVar[type[nn.RNNBase]] = nn.LSTM
+    #: The one-layer torch module whose math and parameters this class shares (``from_torch`` / ``to_torch``);
+    #: None where no torch module does (the linear recurrences).
+    torch_module: ClassVar[type[nn.RNNBase] | None] = nn.LSTM
     torch_equivalent = True  # whether to_torch() can express this cell as its torch_module
     #: The ways the class's calls can run (:mod:`rl_lstm.paths`), in order of preference: a call takes the
     #: first that can run it. The last, the reference (the step loop where the class has one-step math),

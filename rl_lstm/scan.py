@@ -196,7 +196,7 @@ class LinearRecurrence(RecurrentLayer):
       an inverted per-episode mask on the carried state would rescale it at every step.
     """
 
-    torch_module: ClassVar[type[nn.RNNBase]] = nn.GRU  # the speed benchmark's yardstick: torch.gru_cell
+    torch_module: ClassVar[type[nn.RNNBase] | None] = None
     torch_equivalent = False
     dropout_methods: ClassVar[tuple[str, ...]] = ("pytorch", "moon", "semeniuta", "zoneout")
     paths = (SCAN, RECURRENCE_LOOP)
@@ -261,8 +261,7 @@ class LinearRecurrence(RecurrentLayer):
         return out, s[0][-1], (s[1][-1] if len(s) == 2 else None)
 
     def torch_parameters(self) -> list[Tensor]:
-        kind = self.torch_module.__name__
-        raise TypeError(f"{type(self).__name__} is a linear recurrence; it has no nn.{kind} equivalent")
+        raise TypeError(f"{type(self).__name__} is a linear recurrence: no torch module shares its parameters")
 
 
 def _warn_parallel() -> None:

@@ -21,7 +21,7 @@ class TorchWeights:
     def from_torch(cls: type[SelfWeights], module: nn.RNNBase, **kwargs) -> SelfWeights:
         """A cell of this class holding a copy of the weights of a one-layer :attr:`torch_module`
         (``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` with tanh)."""
-        kind = cls.torch_module.__name__
+        kind = _module_of(cls).__name__
         if not isinstance(module, cls.torch_module):
             raise ValueError(f"module: expected a torch.nn.{kind}, got {type(module).__name__}")
         if module.num_layers != 1 or module.bidirectional or module.batch_first or module.proj_size:
@@ -41,7 +41,7 @@ class TorchWeights:
 
     def to_torch(self) -> nn.RNNBase:
         """A :attr:`torch_module` with a copy of this cell's weights (cells whose math is that module's only)."""
-        kind = self.torch_module.__name__
+        kind = _module_of(type(self)).__name__
         if not self.torch_equivalent:
             raise TypeError(f"{type(self).__name__} computes more than nn.{kind} does; it has no nn.{kind} equivalent")
         if self.mask_spec.site == "zoneout" and self.dropout > 0:
@@ -67,3 +67,10 @@ def _torch_parameters(module: nn.RNNBase) -> list[Tensor]:
     """A one-layer torch module's flat weights, in order."""
     names = ["weight_ih_l0", "weight_hh_l0"] + (["bias_ih_l0", "bias_hh_l0"] if module.bias else [])
     return [getattr(module, n) for n in names]
+
+
+def _module_of(cls: type) -> type[nn.RNNBase]:
+    """The class's :attr:`torch_module`; a TypeError for a class that has none (a linear recurrence)."""
+    if cls.torch_module is None:
+        raise TypeError(f"{cls.__name__}: no torch module computes its math or shares its parameters")
+    return cls.torch_module

@@ -14,11 +14,13 @@ import pytest
 from torch import nn
 
 from rl_lstm import CELLS
+from rl_lstm.bench.speed_spec import yardstick
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 NAMES = list(CELLS)
 
-# Each cell is measured against the references of its torch_module: the keys of their figures in speed.json.
+# Each cell is measured against the references of its yardstick (its torch_module, else nn.GRU): the keys
+# of their figures in speed.json.
 AGAINST = {
     nn.LSTM: {"nn": "nn_lstm", "kernel": "lstm_cell"},
     nn.GRU: {"nn": "nn_gru", "kernel": "gru_cell"},
@@ -121,7 +123,7 @@ def test_speed_step_mode_has_every_cell_in_every_setting(speed):
         for ref in row["references"].values():
             assert ref["us_per_step"]["n"] == s["repeats"] and ref["us_per_step"]["median"] > 0
         for name, cell in row["cells"].items():
-            against = AGAINST[CELLS[name].torch_module]
+            against = AGAINST[yardstick(name)]
             assert cell["against"] == against, name
             t = cell["us_per_step"]
             assert t["min"] <= t["median"] <= t["max"]
@@ -141,7 +143,7 @@ def test_speed_targets_follow_each_cells_family(speed):
     for row in data["step"]:
         judged = row["mode"] != "eval" and row["batch"] in (1, 16)
         for name, cell in row["cells"].items():
-            module, kernel = LABELS[CELLS[name].torch_module]
+            module, kernel = LABELS[yardstick(name)]
             targets = [t["target"] for t in cell["targets"]]
             assert (f"faster than {module}" in targets) == (name not in ADAPTERS), (name, targets)
             on_kernel = [t for t in targets if t.startswith("<= ")]
@@ -153,7 +155,7 @@ def test_speed_targets_follow_each_cells_family(speed):
                 assert on_kernel == ([f"<= {bound:.1f}x {kernel}"] if judged and bound else []), (name, row["mode"])
     for row in data["sequence"]:
         for name, cell in row["cells"].items():
-            module, _ = LABELS[CELLS[name].torch_module]
+            module, _ = LABELS[yardstick(name)]
             plain = name in ("lstm", "gru", "rnn")
             assert [t["target"] for t in cell["targets"]] == ([f"<= 1.3x {module} fused"] if plain else []), name
 
@@ -161,7 +163,7 @@ def test_speed_targets_follow_each_cells_family(speed):
 def test_speed_report_names_each_cells_references(speed):
     _, text = speed
     for module, (nn_label, kernel_label) in LABELS.items():
-        cells = [n for n in NAMES if CELLS[n].torch_module is module]
+        cells = [n for n in NAMES if yardstick(n) is module]
         assert _table_after(text, f"### cell / {kernel_label}") == cells
         assert _table_after(text, f"### speedup over {nn_label} with seq_len 1 (> 1 is faster)") == cells
         assert _table_after(text, f"### against {nn_label} fused and a {kernel_label} loop") == [
@@ -181,7 +183,7 @@ def test_speed_sequence_mode_has_every_cell_and_memory(speed):
     for row in data["sequence"]:
         assert list(row["cells"]) == NAMES
         for name, cell in row["cells"].items():
-            assert cell["against"] == AGAINST[CELLS[name].torch_module], name
+            assert cell["against"] == AGAINST[yardstick(name)], name
             assert cell["ms_per_call"]["median"] > 0 and cell["saved_bytes"] > 0
             assert cell["ratio_nn_fused"]["median"] > 0 and cell["ratio_kernel_loop"]["median"] > 0
         for ref in row["references"].values():
@@ -208,7 +210,7 @@ def test_capacity_has_every_cell_for_every_task(capacity):
 def test_capacity_builds_each_cell_from_its_torch_module(capacity):
     data, _ = capacity
     for r in data["results"]:
-        assert r["torch_module"] == f"nn.{CELLS[r['cell']].torch_module.__name__}"
+        assert r["torch_module"] == f"nn.{yardstick(r['cell']).__name__}"
         if r["cell"] in ADAPTERS:
             # No dropout: training mode computes what eval mode does.
             assert r["error_train_mode"]["mean"] == pytest.approx(r["error"]["mean"], rel=1e-6), r

@@ -20,7 +20,8 @@ Tasks:
   beside ours.
 
 Every cell starts from the weights of its own ``torch_module`` (``nn.LSTM``, ``nn.GRU`` or
-``nn.RNN``) drawn from the run's seed, so the cells of one family start alike. The adapters over
+``nn.RNN``; a linear recurrence, which has none, from ``nn.GRU``'s: ``speed_spec.yardstick``) drawn from
+the run's seed, so the cells of one family start alike. The adapters over
 the torch modules (``nn``, ``nn-gru``) run without dropout, as in lstms.pth, where a one-layer
 ``nn.LSTM`` ignores its ``dropout`` argument. Output: ``capacity.json`` and ``capacity.md``.
 
@@ -43,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl_lstm import CELLS, RecurrentLayer
-from rl_lstm.bench.speed_spec import bench_cell, is_adapter
+from rl_lstm.bench.speed_spec import bench_cell, is_adapter, yardstick
 from rl_lstm.tooling import POSITIVE, describe_machine, machine_info, md_table, pin_threads, write_json
 
 # lstms.pth's published errors (lstms.pth README, dropout 0.9, SEQ_LEN 10, 100 sequences, size 256).
@@ -112,8 +113,7 @@ def run_one(name: str, task: Task, s: Settings, seed: int) -> dict:
     """Train one cell on one task with one seed; return its errors and learning curve."""
     x, y = make_data(task, s, seed)
     torch.manual_seed(seed)
-    cls = CELLS[name]
-    ref = cls.torch_module(x.shape[2], s.size)  # the same initial weights for every cell of its family and seed
+    ref = yardstick(name)(x.shape[2], s.size)  # the same initial weights for every cell of its family and seed
     cell: RecurrentLayer = bench_cell(name, ref, 0.0 if is_adapter(name) else s.dropout)
     head = nn.Linear(s.size, y.shape[1]) if task.head else None
     params = [*cell.parameters(), *(head.parameters() if head is not None else [])]
@@ -184,7 +184,7 @@ def run(s: Settings, log: Callable[[str], None]) -> tuple[list[dict], list[dict]
             row = {
                 "task": task.name,
                 "cell": name,
-                "torch_module": f"nn.{CELLS[name].torch_module.__name__}",
+                "torch_module": f"nn.{yardstick(name).__name__}",
                 "seed_published": SEED_ERRORS.get(name),
                 **{k: mean_std([r[k] for r in runs]) for k in ("error", "mae", "error_train_mode")},
                 "per_seed": runs,

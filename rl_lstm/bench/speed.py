@@ -2,7 +2,8 @@
 
 Each cell is measured against the references of its class's ``torch_module``: ``nn.LSTM`` and
 ``torch.lstm_cell`` for the LSTM family, ``nn.GRU`` and ``torch.gru_cell`` for the GRU family,
-``nn.RNN`` and ``torch.rnn_tanh_cell`` for the tanh RNN; each family's module is drawn from the
+``nn.RNN`` and ``torch.rnn_tanh_cell`` for the tanh RNN, ``nn.GRU``'s for the linear recurrences, which
+share no torch module's math (``speed_spec.yardstick``); each family's module is drawn from the
 same seed and its cells hold copies of its weights. Two kinds of measurement:
 
 * **Step mode** (lstms.pth's benchmark, extended): one step per call (``seq_len`` 1), the output
@@ -186,7 +187,7 @@ def reference_keys(modules: dict[References, nn.RNNBase]) -> list[str]:
 
 
 def against(name: str) -> dict[str, str]:
-    """The keys of the references a cell's ratios are taken against (its torch_module's)."""
+    """The keys of the references a cell's ratios are taken against (its yardstick's)."""
     refs = references(name)
     return {"nn": refs.nn_key, "kernel": refs.kernel_key}
 

@@ -13,6 +13,7 @@ from rl_lstm import CELLS, GRU, LSTM, RNN, LayerNormGRU, LayerNormLSTM
 from rl_lstm.base import RecurrentLayer
 from rl_lstm.parameters import TorchParameters
 from rl_lstm.registry import has_dropout_method, make_cell
+from rl_lstm.scan import LinearRecurrence
 from rl_lstm.torch_adapter import TorchModuleLayer
 
 # A torch module's recurrent state: (h, c) for nn.LSTM, h for nn.GRU and nn.RNN.
@@ -73,9 +74,22 @@ REFERENCES = {
 }
 
 
+#: The torch module that a cell whose class has none of its own (a linear recurrence) is measured beside
+#: and starts from, by class (a subclass takes its nearest listed base's): ``nn.GRU``, whose
+#: ``torch.gru_cell`` is the fastest of torch's fused steps.
+YARDSTICKS: dict[type, type[nn.RNNBase]] = {LinearRecurrence: nn.GRU}
+
+
+def yardstick(name: str) -> type[nn.RNNBase]:
+    """The torch module the registered cell ``name`` is measured beside: its class's ``torch_module``, else
+    its entry in :data:`YARDSTICKS`."""
+    cls = CELLS[name]
+    return cls.torch_module or next(YARDSTICKS[c] for c in cls.__mro__ if c in YARDSTICKS)
+
+
 def references(name: str) -> References:
-    """The references of a registered cell: those of its class's ``torch_module``."""
-    return REFERENCES[CELLS[name].torch_module]
+    """The references of a registered cell: those of its :func:`yardstick`."""
+    return REFERENCES[yardstick(name)]
 
 
 def families(names: list[str]) -> list[References]:
@@ -177,7 +191,7 @@ def is_adapter(name: str) -> bool:
 
 
 def bench_cell(name: str, module: nn.RNNBase, dropout: float) -> RecurrentLayer:
-    """The cell ``name`` for a benchmark beside ``module`` (its class's :attr:`torch_module`): a copy of the
+    """The cell ``name`` for a benchmark beside ``module`` (its :func:`yardstick`): a copy of the
     module's weights where the cell shares its parameter layout, else (the linear recurrences, whose
     parameters are their own) a cell of the same sizes drawn from the current random state."""
     cls = CELLS[name]
