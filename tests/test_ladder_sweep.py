@@ -95,12 +95,29 @@ def test_a_record_made_under_other_algorithm_arguments_is_made_again(tmp_path, m
         (dict(speed=1), r"unknown key\(s\) speed"),
         (dict(rows={"x": {"cell": "lstm"}}), "rows.x: expected a mapping with at least algo"),
         (dict(rows={"x": {"algo": "ppo", "units": 3}}), r"rows.x: unknown key\(s\) units"),
+        (dict(rows={"x": {"algo": "ppo", "seed": 3}}), r"rows.x: seed: set by the ladder \(seeds\), not by a row"),
+        (dict(rows={"x": {"algo": "ppo", "env": "CartPole-v1"}}), r"rows.x: env: set by the ladder \(the rung\)"),
     ],
 )
 def test_bad_ladder_files_are_named(change, message):
     data = dict(rows={"a": {"algo": "ppo"}}, rungs=[10], total_timesteps={10: 100})
     with pytest.raises(SweepError, match=message):
         Ladder.from_dict("test", {**data, **change})
+
+
+def test_a_row_takes_any_option_of_a_run_and_the_ladder_sets_the_rest(tmp_path):
+    """A row is a partial TrainConfig: what it leaves out has the command line's default, what it gives (here
+    the previous action and reward as inputs) reaches every run; the task, budget and seed are the ladder's."""
+    from agents.training import TrainConfig
+
+    ladder = Ladder.from_dict("t", dict(rows={"a": {"algo": "ppo", "prev_inputs": "action-reward"}}, rungs=[10],
+                                        total_timesteps={10: 100}, seeds=2))  # fmt: skip
+    tasks = rung_tasks(ladder, "a", "Recall", 10, tmp_path)
+    assert [t.config["seed"] for t in tasks] == [0, 1]
+    for t in tasks:
+        assert t.config["prev_inputs"] == "action-reward" and t.config["env"] == "Recall-L10-v0"
+        assert t.config["total_timesteps"] == 100 and t.config["tensorboard"] is False
+        assert t.config["hidden_size"] == TrainConfig.hidden_size and t.config["n_envs"] == TrainConfig.n_envs
 
 
 def test_bad_row_settings_are_named(tmp_path):

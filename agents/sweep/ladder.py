@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -33,18 +34,38 @@ from rl_lstm.tooling import machine_info, pin_threads, save_figure, write_json
 DEFAULT_LADDER = Path(__file__).with_name("ladder_sweep.yaml")  # package data
 
 
-@dataclass
-class Row:
-    """One row of the ladder: the run's configuration apart from the task, the budget and the seed."""
+#: The :class:`~agents.training.TrainConfig` fields the ladder sets on every run itself, each with where.
+LADDER_SETS = {"env": "the rung", "total_timesteps": "total_timesteps", "seed": "seeds",
+               "eval_episodes": "eval_episodes", "eval_freq": "eval_freq", "checkpoint_freq": "the rung's budget",
+               "tensorboard": "the ladder (off)", "threads": "the workers"}  # fmt: skip
 
-    algo: str
-    cell: str = "lstm"
-    hidden_size: int = 64
-    n_envs: int = 8
-    dropout: float | None = None
-    hyperparams: dict[str, Any] = field(default_factory=dict)
-    """Arguments of the algorithm on top of its ``default`` hyperparameter entry (the ladder's ids have no
-    entry of their own), the same on every rung."""
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the ladder: overrides of :class:`~agents.training.TrainConfig`'s fields (``algo`` at least;
+    any field but :data:`LADDER_SETS`), the same on every rung. ``hyperparams`` apply on top of the
+    algorithm's ``default`` hyperparameter entry (the ladder's ids have no entry of their own)."""
+
+    options: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, where: str, data: Any) -> Row:
+        if not isinstance(data, dict) or "algo" not in data:
+            raise SweepError(f"{where}: expected a mapping with at least algo")
+        for key in data:
+            if key in LADDER_SETS:
+                raise SweepError(f"{where}: {key}: set by the ladder ({LADDER_SETS[key]}), not by a row")
+        check_keys(where, data, TrainConfig)
+        return cls(dict(data))
+
+    @functools.cached_property
+    def settings(self) -> TrainConfig:
+        """The row's options over TrainConfig's defaults (the task and the budget the defaults')."""
+        return TrainConfig(**self.options)
+
+    def config(self, **ladder_sets: Any) -> TrainConfig:
+        """The configuration of one run: the row's options and what the ladder sets."""
+        return TrainConfig(**{**self.options, **ladder_sets})
 
 
 @dataclass
@@ -69,13 +90,7 @@ class Ladder:
             raise SweepError(f"{where}: expected a mapping with a non-empty mapping 'rows'")
         check_keys(where, data, cls)
         data = dict(data)
-        rows = {}
-        for name, row in data["rows"].items():
-            if not isinstance(row, dict) or "algo" not in row:
-                raise SweepError(f"{where}: rows.{name}: expected a mapping with at least algo")
-            check_keys(f"{where}: rows.{name}", row, Row)
-            rows[name] = Row(**row)
-        data["rows"] = rows
+        data["rows"] = {name: Row.from_dict(f"{where}: rows.{name}", row) for name, row in data["rows"].items()}
         if data.get("quick") is not None:
             data["quick"] = cls.from_dict(f"{where}: quick", data["quick"])
         ladder = cls(**data)
@@ -119,11 +134,9 @@ def rung_tasks(ladder: Ladder, row_name: str, family: str, n: int, out: Path) ->
     env = ladder_id(family, n)
     tasks = []
     for seed in range(ladder.seeds):
-        config = TrainConfig(
-            env=env, algo=row.algo, cell=row.cell, dropout=row.dropout, hidden_size=row.hidden_size,
-            n_envs=row.n_envs, total_timesteps=ladder.total_timesteps[n], seed=seed,
-            eval_episodes=ladder.eval_episodes, eval_freq=ladder.eval_freq, hyperparams=dict(row.hyperparams),
-            checkpoint_freq=ladder.total_timesteps[n], tensorboard=False,
+        config = row.config(
+            env=env, total_timesteps=ladder.total_timesteps[n], seed=seed, eval_episodes=ladder.eval_episodes,
+            eval_freq=ladder.eval_freq, checkpoint_freq=ladder.total_timesteps[n], tensorboard=False,
         )  # fmt: skip
         try:
             resolve(config)
@@ -131,9 +144,9 @@ def rung_tasks(ladder: Ladder, row_name: str, family: str, n: int, out: Path) ->
             raise SweepError(f"rows.{row_name} on {env}: {e}") from None
         as_dict = {k: v for k, v in dataclasses.asdict(config).items() if k != "threads"}
         work = out / "work" / env / f"{row_name}-s{seed}"
-        tasks.append(LadderTask(env=env, algo=row.algo, cell=row.cell if ALGOS[row.algo].memory == "cell" else None,
-                                seed=seed, config=as_dict, threshold=ENV_INFO[env].threshold, work_dir=str(work),
-                                row=row_name))  # fmt: skip
+        cell = config.cell if ALGOS[config.algo].memory == "cell" else None
+        tasks.append(LadderTask(env=env, algo=config.algo, cell=cell, seed=seed, config=as_dict,
+                                threshold=ENV_INFO[env].threshold, work_dir=str(work), row=row_name))  # fmt: skip
     return tasks
 
 
@@ -260,9 +273,9 @@ def markdown(ladder: Ladder, data: dict[str, Any], command: str) -> str:
         lines.append("")
     lines += ["## Rows", "", "| row | algo | memory | settings |", "| --- | --- | --- | --- |"]
     for name, row in ladder.rows.items():
-        memory = f"{row.cell} {row.hidden_size}" if ALGOS[row.algo].memory == "cell" else ALGOS[row.algo].label
-        lines.append(f"| {name} | {row.algo} | {memory}, {row.n_envs} envs | "
-                     f"`{json.dumps(row.hyperparams)}` |")  # fmt: skip
+        r = row.settings
+        memory = f"{r.cell} {r.hidden_size}" if ALGOS[r.algo].memory == "cell" else ALGOS[r.algo].label
+        lines.append(f"| {name} | {r.algo} | {memory}, {r.n_envs} envs | `{json.dumps(r.hyperparams)}` |")
     return "\n".join(lines) + "\n"
 
 

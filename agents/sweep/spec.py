@@ -14,6 +14,7 @@ from agents.training import ALGOS, ConfigError, TrainConfig, resolve
 from agents.training.algos import RECURRENT_ALGOS
 from envs import ENV_INFO
 from rl_lstm import CELLS, FFM, LRU, LayerNormLSTM, MinGRU, MinLSTM, SlowLSTM
+from rl_lstm.base import NAMED_METHOD_DROPOUT
 from rl_lstm.registry import cell_class, has_dropout_method
 
 DEFAULT_SWEEP = Path(__file__).with_name("memory_sweep.yaml")  # package data
@@ -37,12 +38,12 @@ class EnvSpec:
 
     total_timesteps: int
     """Environment steps per run."""
-    n_envs: int = 8
-    eval_episodes: int = 20
-    hidden_size: int = 64
-    dropout: float = 0.1
+    n_envs: int = TrainConfig.n_envs
+    eval_episodes: int = TrainConfig.eval_episodes
+    hidden_size: int = TrainConfig.hidden_size
+    dropout: float = NAMED_METHOD_DROPOUT
     """Dropout (zoneout) probability of the cells that have one; the others get 0."""
-    normalize: str | None = None
+    normalize: str | None = TrainConfig.normalize
     """Normalisation (none, obs, obs-reward; None: the hyperparameter entry's)."""
     hyperparams: dict[str, Any] = field(default_factory=dict)
     """Algorithm arguments for every algorithm that takes them (e.g. ppo-mlp has no seq_len)."""
