@@ -26,6 +26,7 @@ from agents.training.config import (
     MEMORY_KWARGS,
     ConfigError,
     TrainConfig,
+    flag,
     parse_hyperparams,
     policy_kwargs_dict,
 )
@@ -49,7 +50,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         meta = f.metadata
         kind = _value_type(hints[f.name])
-        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
         # The field's own default (a budget of None is resolved per environment), else the factory's value.
         default = f.default if f.default is not dataclasses.MISSING else getattr(defaults, f.name)
         shown = "" if default in (None, [], {}) else f" (default: {default})"
@@ -70,7 +70,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["choices"] = meta["choices"]()
             if "const" in meta:  # the flag alone means this choice
                 kwargs.update(nargs="?", const=meta["const"])
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(flag(f.name), **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,8 +125,7 @@ def load_run_config(path: Path) -> dict[str, Any]:
 
 # What a resumed run cannot change, each with its flag: the environment, the algorithm and the memory
 # (the saved network's shape). The policy_kwargs are checked against the saved model itself.
-FIXED_ON_RESUME = {"env": "--env", "algo": "--algo", "cell": "--cell", "dropout": "--dropout",
-                   "hidden_size": "--hidden-size"}  # fmt: skip
+FIXED_ON_RESUME = ("env", "algo", "cell", "dropout", "hidden_size")
 
 
 def merge_hyperparams(recorded: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -155,10 +154,10 @@ def config_from_args(args: argparse.Namespace, log: Any = print) -> tuple[TrainC
     recorded = load_run_config(source)
     if "hyperparams" in given:
         given["hyperparams"] = merge_hyperparams(recorded.get("hyperparams") or {}, given["hyperparams"])
-    for key, flag in FIXED_ON_RESUME.items():
+    for key in FIXED_ON_RESUME:
         if key in given and key in recorded and given[key] != recorded[key]:
             raise ConfigError(
-                f"{flag} {given[key]!r}: a resumed run keeps its {key} ({recorded[key]!r}, {source}); "
+                f"{flag(key)} {given[key]!r}: a resumed run keeps its {key} ({recorded[key]!r}, {source}); "
                 "start a new run to change it"
             )
     changes = [f"{k}={v!r} (was {recorded.get(k)!r})" for k, v in given.items() if k != "hyperparams"

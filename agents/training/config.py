@@ -55,14 +55,6 @@ NORMALIZE = {
 #: The budget of a run whose environment's hyperparameter entry gives none (``n_timesteps``).
 DEFAULT_BUDGET = 100_000
 
-# Arguments of the algorithms that the run sets itself, each with the flag to use instead.
-RESERVED = {"seed": "--seed", "device": "--device", "tensorboard_log": "--tensorboard", "verbose": None,
-            "policy": "--algo", "env": "--env", "_init_setup_model": None}  # fmt: skip
-# rl-baselines3-zoo's keys of a hyperparameter entry that are settings of the run here, each with its flag.
-ZOO_RUN_KEYS = {"normalize": "--normalize", "n_envs": "--n-envs", "n_timesteps": "--total-timesteps",
-                "frame_stack": "--algo ppo-mlp-fs4 or ppo-mlp-fs16"}  # fmt: skip
-# policy_kwargs that the memory flags set, each with its flag.
-MEMORY_KWARGS = {"cell": "--cell", "dropout": "--dropout", "lstm_hidden_size": "--hidden-size"}
 
 
 @dataclass(frozen=True)
@@ -182,6 +174,22 @@ class TrainConfig:
         kwargs.update(overrides)
         kwargs["policy_kwargs"] = policy_kwargs
         return kwargs
+
+
+def flag(field: str) -> str:
+    """The command-line flag of the :class:`TrainConfig` field ``field`` (``hidden_size``: ``--hidden-size``)."""
+    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == field)
+    return f.metadata.get("flag", "--" + field.replace("_", "-"))
+
+
+# Arguments of the algorithms that the run sets itself, each with the flag to use instead.
+RESERVED = {"seed": flag("seed"), "device": flag("device"), "tensorboard_log": flag("tensorboard"), "verbose": None,
+            "policy": flag("algo"), "env": flag("env"), "_init_setup_model": None}  # fmt: skip
+# rl-baselines3-zoo's keys of a hyperparameter entry that are settings of the run here, each with its flag.
+ZOO_RUN_KEYS = {"normalize": flag("normalize"), "n_envs": flag("n_envs"), "n_timesteps": flag("total_timesteps"),
+                "frame_stack": f"{flag('algo')} ppo-mlp-fs4 or ppo-mlp-fs16"}  # fmt: skip
+# policy_kwargs that the memory's fields set, each with the field.
+MEMORY_KWARGS = {"cell": "cell", "dropout": "dropout", "lstm_hidden_size": "hidden_size"}
 
 
 def policy_kwargs_dict(value: Any) -> dict[str, Any]:
@@ -320,8 +328,7 @@ def check_hyperparams(config: TrainConfig, kwargs: dict[str, Any]) -> None:
                 f"{algo_cls.__name__}; use {ZOO_RUN_KEYS[key]}"
             )
         if key in RESERVED:
-            flag = RESERVED[key]
-            instead = f"; use {flag}" if flag else ""
+            instead = f"; use {RESERVED[key]}" if RESERVED[key] else ""
             raise ConfigError(f"hyperparams {key}: set by the run itself, not by --hyperparams{instead}")
         if key not in accepted:
             raise ConfigError(
@@ -330,12 +337,12 @@ def check_hyperparams(config: TrainConfig, kwargs: dict[str, Any]) -> None:
             )
     given_policy_kwargs = policy_kwargs_dict(config.hyperparams.get("policy_kwargs"))
     memory = ALGOS[config.algo].memory
-    set_by_flags = {
-        k: flag for k, flag in MEMORY_KWARGS.items() if memory == "cell" or memory == "lstm" and k == "lstm_hidden_size"
+    set_by_fields = {
+        k: name for k, name in MEMORY_KWARGS.items() if memory == "cell" or memory == "lstm" and k == "lstm_hidden_size"
     }
-    for key, flag in set_by_flags.items():
+    for key, name in set_by_fields.items():
         if key in given_policy_kwargs:
-            raise ConfigError(f"policy_kwargs {key}: the memory is set with {flag}, not in --hyperparams")
+            raise ConfigError(f"policy_kwargs {key}: the memory is set with {flag(name)}, not in --hyperparams")
     resolve_kwargs(kwargs)  # a bad schedule or class name fails here, before anything is built
     starts = kwargs.get("learning_starts")
     if isinstance(starts, int) and not isinstance(starts, bool) and starts >= config.total_timesteps:

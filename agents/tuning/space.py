@@ -13,21 +13,21 @@ from typing import Any
 import yaml
 
 from agents.training.algos import ALGOS
-from agents.training.config import RESERVED, yaml_value
+from agents.training.config import RESERVED, flag, yaml_value
 
 SPACES_DIR = Path(__file__).with_name("spaces")
 
 #: The memory's settings a space may search, each with where the run takes it.
 MEMORY_PARAMS = {
-    "hidden_size": "--hidden-size",
-    "dropout": "--dropout",
+    "hidden_size": flag("hidden_size"),
+    "dropout": flag("dropout"),
     "n_lstm_layers": "policy_kwargs",
     "seq_len": "the algorithm's argument",
 }
 SECTIONS = ("memory", "algo", "policy")
 RANGE_KEYS = {"choices", "low", "high", "log", "step"}
 # Policy arguments the memory section or the command line sets.
-POLICY_SET_ELSEWHERE = {"cell": "--cell", "dropout": "memory: dropout", "lstm_hidden_size": "memory: hidden_size",
+POLICY_SET_ELSEWHERE = {"cell": flag("cell"), "dropout": "memory: dropout", "lstm_hidden_size": "memory: hidden_size",
                         "n_lstm_layers": "memory: n_lstm_layers"}  # fmt: skip
 
 
