@@ -50,27 +50,14 @@ class RecurrentLayer(TorchWeights, nn.Module):
     ``forward(x, hidden=None, episode_starts=None, masks=None) -> (output, (h, c))`` for the LSTM
     family, ``-> (output, h)`` for memories that carry h only (:attr:`state_names` ``("h",)``).
 
-    Args of the constructor: ``input_size``, ``hidden_size``, ``bias``; ``dropout`` (None: the class's
-    :meth:`default_dropout`); ``dropout_method`` (``'pytorch'``, the default, or another key of
-    ``rl_lstm.masks.METHODS``; a class named for a method applies its own, and the argument may only
-    repeat it); ``batch_first`` (as ``nn.LSTM``'s: ``x``, the output, ``episode_starts`` and ``masks``
-    take the batch first; the state keeps its layout).
-
-    Args of forward:
-        x: ``(seq_len, batch, input_size)``, any ``seq_len >= 1`` (``(batch, seq_len, input_size)`` with
-            ``batch_first``), or ``(seq_len, input_size)`` unbatched, as ``nn.LSTM`` takes it: then the
-            state parts are ``(1, hidden_size)``, ``episode_starts`` ``(seq_len,)``, ``masks``
-            ``(seq_len, mask_width)`` and the output ``(seq_len, hidden_size)``.
-        hidden: ``(h, c)``, each ``(1, batch, hidden_size)``, or ``h`` ``(1, batch, hidden_size)``
-            for an h-only memory; None means zeros (and new masks).
-        episode_starts: ``(seq_len, batch)``, 1 (or True) on the first step of an episode: that
-            row's state is zeroed before the step and its per-episode masks are resampled.
-        masks: ``(seq_len, batch, mask_width)`` masks to use instead of sampling, e.g. the
-            :attr:`last_masks` of an earlier call, to re-run the same steps exactly.
-        need_state: when False the final state is not wanted: forward returns ``(output, None)``
-            and may take a faster path (as ``need_weights`` in ``nn.MultiheadAttention``).
-
-    Returns ``output`` ``(seq_len, batch, hidden_size)`` and the final ``(h, c)`` (or ``h``).
+    :param input_size: features of each step's input.
+    :param hidden_size: units of the state (and of the output).
+    :param bias: whether the layer has biases.
+    :param dropout: the dropout (zoneout) probability; None: the class's :meth:`default_dropout`.
+    :param dropout_method: ``'pytorch'``, the default, or another key of ``rl_lstm.masks.METHODS``; a class
+        named for a method applies its own, and the argument may only repeat it.
+    :param batch_first: as ``nn.LSTM``'s: ``x``, the output, ``episode_starts`` and ``masks`` take the batch
+        first; the state keeps its layout.
 
     Masks act in training mode, or in eval mode when :attr:`masks_in_eval` is True (RL
     collection runs in eval mode but must act with the masks it will replay). Otherwise the
@@ -245,6 +232,22 @@ class RecurrentLayer(TorchWeights, nn.Module):
         *,
         need_state: bool = True,
     ) -> tuple[Tensor, Hidden | None]:
+        """Run the steps of ``x`` from ``hidden``; returns the output ``(seq_len, batch, hidden_size)`` and
+        the final ``(h, c)`` (or ``h``).
+
+        :param x: ``(seq_len, batch, input_size)``, any ``seq_len >= 1`` (``(batch, seq_len, input_size)``
+            with ``batch_first``), or ``(seq_len, input_size)`` unbatched, as ``nn.LSTM`` takes it: then the
+            state parts are ``(1, hidden_size)``, ``episode_starts`` ``(seq_len,)``, ``masks``
+            ``(seq_len, mask_width)`` and the output ``(seq_len, hidden_size)``.
+        :param hidden: ``(h, c)``, each ``(1, batch, hidden_size)``, or ``h`` ``(1, batch, hidden_size)``
+            for an h-only memory; None means zeros (and new masks).
+        :param episode_starts: ``(seq_len, batch)``, 1 (or True) on the first step of an episode: that
+            row's state is zeroed before the step and its per-episode masks are resampled.
+        :param masks: ``(seq_len, batch, mask_width)`` masks to use instead of sampling, e.g. the
+            :attr:`last_masks` of an earlier call, to re-run the same steps exactly.
+        :param need_state: when False the final state is not wanted: forward returns ``(output, None)``
+            and may take a faster path (as ``need_weights`` in ``nn.MultiheadAttention``).
+        """
         if torch.jit.is_tracing():
             check_traceable(self, episode_starts, masks)
         if isinstance(x, Tensor) and x.dim() == 2:

@@ -149,7 +149,10 @@ def test_no_module_is_over_450_lines():
 
 def test_docstrings_have_one_style():
     """Fields are SB3's ``:param name:`` (the API reference reads them so); no Google or NumPy sections."""
-    other = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Attributes):\s*$|^\s*-{3,}\s*$")
+    other = re.compile(
+        r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Attributes)( of [\w ]+)?:\s*$"
+        r"|^\s*(Args|Arguments|Returns) of [\w ]+:|^\s*-{3,}\s*$"
+    )
     found = []
     for name, path in _modules().items():
         for node in ast.walk(ast.parse(path.read_text())):
