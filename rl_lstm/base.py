@@ -315,9 +315,11 @@ class RecurrentLayer(TorchWeights, nn.Module):
     def execution_path(self, x: Tensor, masks: Tensor | None) -> ExecutionPath:
         """The path that runs a call on ``x`` (T, B, I) with ``masks`` (or None): the first of :attr:`paths`
         that can run it, or the last (the reference) where :attr:`fused` is False."""
-        if not self.fused:
-            return self.paths[-1]
-        return next(path for path in self.paths if path.can_run(self, x, masks))
+        if self.fused:
+            for path in self.paths[:-1]:  # a plain loop: this runs on every call, collection steps included
+                if path.can_run(self, x, masks):
+                    return path
+        return self.paths[-1]
 
     def _run(
         self,
