@@ -90,6 +90,9 @@ class RecurrentLayer(TorchWeights, nn.Module):
     #: Whether the class's calls run on the compiled chunk kernel (:mod:`rl_lstm.kernel`) where it can
     #: run, read through the registry (``cell_class(name).compiled``): whether :attr:`paths` lists it.
     compiled: ClassVar[bool] = False
+    #: Whether some of :attr:`paths` run on the compiled extension (the chunk kernel, the linear scan), which
+    #: is built at the first such call.
+    uses_extension: ClassVar[bool] = False
     #: Where the masks of each dropout site (``MaskSpec.site``) act: ``'step'`` (inside the step's math),
     #: ``'after_step'`` (on the carried state after a step) or ``'output'`` (the output only). A site not
     #: named acts inside the step's math.
@@ -103,6 +106,7 @@ class RecurrentLayer(TorchWeights, nn.Module):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls.compiled = KERNEL in cls.paths
+        cls.uses_extension = any(path.uses_extension for path in cls.paths)
 
     def __init__(
         self,

@@ -53,6 +53,8 @@ class ExecutionPath:
     name: ClassVar[str]
     #: The layer's methods the path calls: a class that lists the path defines them.
     needs: ClassVar[tuple[str, ...]] = ()
+    #: Whether the path runs on the compiled extension (:mod:`rl_lstm.kernel`) where it builds.
+    uses_extension: ClassVar[bool] = False
 
     def can_run(self, layer: RecurrentLayer, x: Tensor, masks: Tensor | None) -> bool:
         return True
@@ -73,6 +75,7 @@ class CompiledKernel(ExecutionPath):
 
     name = "kernel"
     needs = ("kernel_norms",)
+    uses_extension = True
 
     def can_run(self, layer: RecurrentLayer, x: Tensor, masks: Tensor | None) -> bool:
         return kernel.use(x)
@@ -82,10 +85,13 @@ class CompiledKernel(ExecutionPath):
 
 
 class ParallelScan(ExecutionPath):
-    """The blocked parallel scan of a linear recurrence (``_run_scan``), for more than one step."""
+    """The scan of a linear recurrence over a chunk (``_run_scan``), for more than one step: one pass over the
+    steps on the compiled extension where it runs, else the blocked parallel scan in torch operations
+    (:func:`rl_lstm.scan.linear_scan`)."""
 
     name = "scan"
     needs = ("_run_scan",)
+    uses_extension = True
 
     def can_run(self, layer: RecurrentLayer, x: Tensor, masks: Tensor | None) -> bool:
         return x.shape[0] > 1

@@ -1,13 +1,16 @@
 """Linear recurrences ``s_t = a_t * s_{t-1} + b_t`` (elementwise, real or complex), whose gates come
-from the input alone: a blocked parallel scan over a chunk, the one-step loop it is checked against,
-and :class:`LinearRecurrence`, the layer the memories of this kind share (``mingru``, ``minlstm``,
+from the input alone: the recurrence over a chunk (:func:`linear_scan`), the one-step loop it is checked
+against, and :class:`LinearRecurrence`, the layer the memories of this kind share (``mingru``, ``minlstm``,
 ``lru``, ``ffm``).
 
-The scan never divides by a cumulative product (which over- or underflows at long T with small
-decays): a chunk of T steps is cut into about sqrt(T) blocks of about sqrt(T) steps; every block
-runs the recurrence from zero step by step, all blocks at once; the blocks' end states are then
-chained block by block, and each step adds its block's entering state times the product of the
-decays so far in its block. Both loops are about sqrt(T) elementwise operations over
+Where the compiled extension runs (:mod:`rl_lstm.kernel`), a chunk is one pass over its steps, forward and
+backward (``rl_lstm/csrc/linear_scan.inc``): the recurrence is memory-bound, and one pass reads each
+coefficient once. Elsewhere (no compiler, ``RL_LSTM_KERNEL=0``, other devices, a graph being traced) it is a
+blocked parallel scan in torch operations, which never divides by a cumulative product (which over- or
+underflows at long T with small decays): a chunk of T steps is cut into about sqrt(T) blocks of about
+sqrt(T) steps; every block runs the recurrence from zero step by step, all blocks at once; the blocks' end
+states are then chained block by block, and each step adds its block's entering state times the product of
+the decays so far in its block. Both loops are about sqrt(T) elementwise operations over
 ``(T / L, B, N)`` tensors, and every product is a product of the decays themselves.
 
 An episode start at step t cuts the recurrence by selection (``torch.where``), never by
@@ -23,6 +26,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from rl_lstm import kernel
 from rl_lstm.base import RecurrentLayer
 from rl_lstm.paths import RECURRENCE_LOOP, SCAN
 
@@ -32,53 +36,81 @@ Parts = tuple[Tensor, ...]
 
 
 def linear_scan(a: Tensor, b: Tensor, s0: Tensor, starts: Tensor | None = None, block: int | None = None) -> Tensor:
-    """The states of ``s_t = a_t * s_{t-1} + b_t`` for every step, by a blocked parallel scan.
+    """The states of ``s_t = a_t * s_{t-1} + b_t`` for every step: one pass over the steps on the compiled
+    extension (:mod:`rl_lstm.kernel`, ``RL_LSTM_KERNEL``) where it can run, else a blocked parallel scan in
+    torch operations.
 
     :param a: decays ``(T, B, N)`` (or broadcastable to ``b``), real or complex.
     :param b: inputs ``(T, B, N)``, the dtype of ``a``.
     :param s0: the state before step 0, ``(B, N)``.
     :param starts: ``(T, B)`` bool, True where a row starts an episode: its state before that step is
         zero, whatever came before (selected, never multiplied away).
-    :param block: steps per block (default ``ceil(sqrt(T))``).
+    :param block: steps per block of the torch scan (default ``ceil(sqrt(T))``); the compiled pass has none.
 
-    Returns ``(T, B, N)``: ``s_t`` after each step. Under autograd the backward is the same scan run
+    Returns ``(T, B, N)``: ``s_t`` after each step. Under autograd the backward is the same recurrence run
     backwards in time (``g_t = dL/ds_t + conj(a_{t+1}) g_{t+1}``, cut at episode starts), not a
-    graph of the forward's steps.
+    graph of the forward's steps; a double backward (``create_graph=True``) runs it in torch operations.
     """
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or s0.requires_grad):
         return _LinearScan.apply(a, b, s0, starts, block)
+    if _compiled(a, b, s0):
+        return kernel.load().linear_scan(a, b, s0, starts)
     return _scan(a, b, s0, starts, block)
 
 
+def _compiled(a: Tensor, b: Tensor, s0: Tensor) -> bool:
+    """Whether the compiled pass runs this scan (one dtype for all three, as ``RL_LSTM_KERNEL`` allows)."""
+    if not (a.dtype == b.dtype == s0.dtype):
+        return False
+    return kernel.use(b.real if b.is_complex() else b)
+
+
 class _LinearScan(torch.autograd.Function):
-    """:func:`_scan` with its backward written as the reverse scan (PyTorch's conjugate convention for
+    """The scan with its backward written as the reverse scan (PyTorch's conjugate convention for
     complex inputs: ``grad_a = g * conj(s_{t-1})``, ``grad_s_{t-1} = g * conj(a_t)``)."""
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, s0: Tensor, starts: Tensor | None, block: int | None) -> Tensor:
-        decay = _cut(a.expand_as(b), starts)
-        s = _scan(decay, b, s0, starts, block)  # starts: selection inside, so no NaN crosses a start
-        ctx.save_for_backward(decay, s0, s)
-        ctx.starts, ctx.block, ctx.a_shape = starts, block, a.shape
+        ctx.compiled = _compiled(a, b, s0)
+        if ctx.compiled:
+            s = kernel.load().linear_scan(a, b, s0, starts)
+        else:
+            s = _scan(a, b, s0, starts, block)  # starts: selection inside, so no NaN crosses a start
+        ctx.save_for_backward(a, s0, s)
+        ctx.starts, ctx.block, ctx.shape = starts, block, b.shape
         return s
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        decay, s0, s = ctx.saved_tensors
-        # g_t (total) = g_t + conj(a_{t+1}) g_{t+1}: the same recurrence backwards in time; a start at
-        # t+1 already zeroed a_{t+1}, so no gradient crosses it.
-        after = torch.cat([decay[1:], decay.new_zeros(1, *decay.shape[1:])]).conj()
-        total = _scan(after.flip(0), g.flip(0), torch.zeros_like(s0), None, ctx.block).flip(0)
-        grad_a = grad_s0 = None
-        if ctx.needs_input_grad[0]:
-            before = torch.cat([s0.unsqueeze(0), s[:-1]])  # s_{t-1}
-            grad_a = total * before.conj()
-            if ctx.starts is not None:  # a was replaced by 0 there: it had no effect
-                grad_a = torch.where(ctx.starts.unsqueeze(-1), torch.zeros((), dtype=grad_a.dtype), grad_a)
-            grad_a = grad_a.sum_to_size(ctx.a_shape)
-        if ctx.needs_input_grad[2]:
-            grad_s0 = total[0] * decay[0].conj()
+        a, s0, s = ctx.saved_tensors
+        need_a, need_s0 = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
+        if ctx.compiled and not torch.is_grad_enabled():  # a double backward needs the graph of torch operations
+            grad_a, total, grad_s0 = kernel.load().linear_scan_backward(a, s0, ctx.starts, s, g, need_a, need_s0)
+            if grad_a is not None:  # (N) where summed over T and B inside (a decay every step shares)
+                grad_a = grad_a.reshape(a.shape) if grad_a.dim() == 1 else grad_a.sum_to_size(a.shape)
+            return grad_a, total, (grad_s0.sum_to_size(s0.shape) if need_s0 else None), None, None
+        grad_a, total, grad_s0 = _reverse_scan(a, s0, s, g, ctx.starts, ctx.block, need_a, need_s0)
         return grad_a, total, grad_s0, None, None
+
+
+def _reverse_scan(a: Tensor, s0: Tensor, s: Tensor, g: Tensor, starts: Tensor | None, block: int | None,
+                  need_a: bool, need_s0: bool) -> tuple[Tensor | None, Tensor, Tensor | None]:  # fmt: skip
+    """The backward of the scan in torch operations: the gradients of ``a``, ``b`` and ``s0``."""
+    decay = _cut(a.expand_as(g), starts)
+    # g_t (total) = g_t + conj(a_{t+1}) g_{t+1}: the same recurrence backwards in time; a start at
+    # t+1 already zeroed a_{t+1}, so no gradient crosses it.
+    after = torch.cat([decay[1:], decay.new_zeros(1, *decay.shape[1:])]).conj()
+    total = _scan(after.flip(0), g.flip(0), torch.zeros_like(g[0]), None, block).flip(0)
+    grad_a = grad_s0 = None
+    if need_a:
+        before = torch.cat([s0.expand_as(g[0]).unsqueeze(0), s[:-1]])  # s_{t-1}
+        grad_a = total * before.conj()
+        if starts is not None:  # a was replaced by 0 there: it had no effect
+            grad_a = torch.where(starts.unsqueeze(-1), torch.zeros((), dtype=grad_a.dtype), grad_a)
+        grad_a = grad_a.sum_to_size(a.shape)
+    if need_s0:
+        grad_s0 = (total[0] * decay[0].conj()).sum_to_size(s0.shape)
+    return grad_a, total, grad_s0
 
 
 def _cut(a: Tensor, starts: Tensor | None) -> Tensor:
@@ -167,7 +199,7 @@ def parallel_scan(a: Parts, b: Parts, s0: Parts, starts: Tensor | None) -> Parts
     if len(b) == 1:
         return (linear_scan(a[0], b[0], s0[0], starts),)
     states = linear_scan(torch.complex(*a), torch.complex(*b), torch.complex(*s0), starts)
-    return states.real, states.imag
+    return torch.view_as_real(states).unbind(-1)  # views whose gradients stack into one tensor
 
 
 class LinearRecurrence(RecurrentLayer):

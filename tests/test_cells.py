@@ -488,6 +488,7 @@ def test_a_class_lists_paths_it_can_run_and_a_reference_that_runs_every_call(nam
         missing = [m for m in path.needs if not callable(getattr(cls, m, None))]
         assert not missing, f"{name} lists {path} without {missing}"
     assert cls.compiled == (KERNEL in cls.paths)
+    assert cls.uses_extension == (KERNEL in cls.paths or SCAN in cls.paths)
     for p in (0.0, 0.5):
         cell = cls(3, 4, dropout=p)
         for t in (1, 5):

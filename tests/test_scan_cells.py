@@ -1,7 +1,7 @@
-"""The linear-recurrence memories (mingru, minlstm, lru, ffm): the parallel scan against the step
-loop (outputs, states, every gradient, in float64), gradcheck of the scan, long chunks in float32,
-resets by selection, their dropout sites and bad input, and a complex state's trip through an
-agent's save and load."""
+"""The linear-recurrence memories (mingru, minlstm, lru, ffm): the scan (the compiled pass and the torch
+scan) against the step loop (outputs, states, every gradient, in float64), gradcheck of the scan, long
+chunks in float32, resets by selection, their dropout sites and bad input, and a complex state's trip
+through an agent's save and load."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl_lstm import make_cell
+from rl_lstm import kernel, make_cell
 from rl_lstm.registry import cell_class
 from rl_lstm.scan import LinearRecurrence, linear_scan, parallel_scan, recurrence_loop
 
@@ -21,6 +21,16 @@ SCAN_NAMES = ["mingru", "minlstm", "lru", "ffm"]
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=["1", "0"], ids=["compiled", "torch"])
+def scan_mode(request, monkeypatch):
+    """The scan on the compiled extension (``RL_LSTM_KERNEL=1``; skipped without a compiler) or in torch
+    operations (``0``)."""
+    if request.param == "1" and kernel.find_compiler() is None:
+        pytest.skip("no C++ compiler on this machine: the compiled scan cannot be built")
+    monkeypatch.setenv(kernel.ENV, request.param)
+    return request.param
 
 
 def _parts(state) -> tuple[torch.Tensor, ...]:
@@ -43,7 +53,7 @@ def test_registered_as_linear_recurrences():
 @pytest.mark.parametrize("name", SCAN_NAMES)
 @pytest.mark.parametrize("method", [None, "moon", "semeniuta", "zoneout"])
 @pytest.mark.parametrize("seq_len", [2, 7, 16, 33])
-def test_scan_equals_step_loop_with_gradients(name, method, seq_len):
+def test_scan_equals_step_loop_with_gradients(name, method, seq_len, scan_mode):
     """The blocked scan and the one-step loop are one function: outputs, final states and the
     gradients of x, the initial state and every parameter agree in float64, resets and masks in."""
     if method is not None and method not in cell_class(name).dropout_methods:
@@ -71,19 +81,50 @@ def test_scan_equals_step_loop_with_gradients(name, method, seq_len):
 
 
 @pytest.mark.parametrize("complex_", [False, True])
-def test_linear_scan_gradcheck(complex_):
+@pytest.mark.parametrize("decay_shape", [(9, 2, 2), (2,), (1, 2, 2), (9, 1, 2)], ids=str)
+def test_linear_scan_gradcheck(complex_, decay_shape, scan_mode):
+    """Gradients of the decays (one per step and row, or shared and summed), the inputs and the first state,
+    and the gradient's own gradient (a double backward runs in torch operations)."""
     dtype = torch.complex128 if complex_ else torch.float64
-    a = (0.9 * torch.rand(9, 2, 2, dtype=dtype)).requires_grad_()
+    a = (0.9 * torch.rand(*decay_shape, dtype=dtype)).requires_grad_()
     b = torch.randn(9, 2, 2, dtype=dtype, requires_grad=True)
     s0 = torch.randn(2, 2, dtype=dtype, requires_grad=True)
     starts = torch.zeros(9, 2, dtype=torch.bool)
     starts[4, 0] = starts[7, 1] = True
     assert torch.autograd.gradcheck(lambda a, b, s0: linear_scan(a, b, s0, starts), (a, b, s0))
     assert torch.autograd.gradcheck(lambda a, b, s0: linear_scan(a, b, s0, None, block=2), (a, b, s0))
+    assert torch.autograd.gradgradcheck(lambda a, b, s0: linear_scan(a, b, s0, starts), (a, b, s0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64, torch.complex128])
+def test_compiled_scan_equals_torch_scan(dtype, monkeypatch):
+    """The compiled pass and the torch scan agree on the states and every gradient, for each dtype, with
+    episode starts at the first step and inside, and a NaN input that a start cuts off."""
+    if kernel.find_compiler() is None:
+        pytest.skip("no C++ compiler on this machine: the compiled scan cannot be built")
+    a = (0.99 * torch.rand(300, 3, 5, dtype=dtype)).requires_grad_()
+    b = torch.randn(300, 3, 5, dtype=dtype)
+    b[10, 2] = complex("nan+nanj") if dtype.is_complex else float("nan")
+    b.requires_grad_()
+    s0 = torch.randn(3, 5, dtype=dtype, requires_grad=True)
+    starts = torch.rand(300, 3) < 0.05
+    starts[0, 0] = starts[20, 2] = True
+    starts[11:20, 2] = False
+    weights = torch.randn(300, 3, 5, dtype=dtype)
+    results = {}
+    for mode in ("1", "0"):
+        monkeypatch.setenv(kernel.ENV, mode)
+        s = linear_scan(a, b, s0, starts)
+        loss = torch.view_as_real(s[20:] * weights[20:]).sum() if dtype.is_complex else (s[20:] * weights[20:]).sum()
+        results[mode] = (s, *torch.autograd.grad(loss, (a, b, s0)))
+    tol = 1e-4 if dtype in (torch.float32, torch.complex64) else 1e-10
+    for compiled, torch_ops in zip(results["1"], results["0"], strict=True):
+        torch.testing.assert_close(compiled, torch_ops, rtol=tol, atol=tol, equal_nan=True)
+    assert torch.isnan(results["1"][0][10:20, 2]).all() and torch.isfinite(results["1"][0][20:]).all()
 
 
 @pytest.mark.parametrize("complex_", [False, True])
-def test_long_chunk_float32_matches_step_loop(complex_):
+def test_long_chunk_float32_matches_step_loop(complex_, scan_mode):
     """T = 4096 in float32 with decays 1e-3 and 1 - 1e-4 (and, for the complex scan, moduli 1e-3 and
     1 - 1e-4 rotating): within 1e-4 relative of the step loop, no inf or NaN."""
     seq_len, batch = 4096, 2
@@ -108,7 +149,7 @@ def test_long_chunk_float32_matches_step_loop(complex_):
 
 @pytest.mark.parametrize("name", SCAN_NAMES)
 @pytest.mark.parametrize("fused", [True, False])
-def test_nan_does_not_cross_an_episode_start(name, fused):
+def test_nan_does_not_cross_an_episode_start(name, fused, scan_mode):
     """A NaN input in one episode leaves the next episode of that row (and the other rows) exact."""
     cell = make_cell(name, 3, 8)
     cell.fused = fused

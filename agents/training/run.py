@@ -143,11 +143,11 @@ def write_config(run: ResolvedRun, run_dir: Path, resumed_at: int | None) -> Pat
 
 
 def build_kernel(model: BaseAlgorithm) -> None:
-    """Build the compiled kernel now where the model's memory runs on it (once per machine, about a
-    minute), so that the run's clock leaves the one-time compile out; a ConfigError where ``RL_LSTM_GEMM``
-    asks for a routine this CPU cannot run."""
+    """Build the compiled kernel now where the model's memory runs on it (the chunk kernel or the linear scan;
+    once per machine, about a minute), so that the run's clock leaves the one-time compile out; a ConfigError
+    where ``RL_LSTM_GEMM`` asks for a routine this CPU cannot run."""
     for module in model.policy.modules():
-        if isinstance(module, RecurrentLayer) and module.compiled and module.fused:
+        if isinstance(module, RecurrentLayer) and module.uses_extension and module.fused:
             if kernel.use(next(module.parameters()).detach()):
                 try:
                     kernel.gemm_path()

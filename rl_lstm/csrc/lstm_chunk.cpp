@@ -820,6 +820,9 @@ std::vector<Tensor> lstm_chunk(const Tensor& x, const Tensor& h0, const Tensor& 
 // ------------------------------------------------------------------ the GRU family
 #include "gru_chunk.inc"
 
+// ------------------------------------------------------------------ linear recurrences
+#include "linear_scan.inc"
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -832,6 +835,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "ln_hh_bias, masks, starts, site, eps) -> [out, h]");
   m.def("rnn_chunk", &rnn_chunk,
         "rnn_chunk(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, masks, starts, site) -> [out, h]");
+  m.def("linear_scan", &linear_scan, "linear_scan(a, b, s0, starts) -> s: s_t = a_t * s_{t-1} + b_t, cut at starts");
+  m.def("linear_scan_backward", &linear_scan_backward,
+        "linear_scan_backward(a, s0, starts, s, grad_s, need_a, need_s0) -> [grad_a, grad_b, grad_s0]");
   m.def("gemm_path", [] { return std::string(small_gemm::path_name(small_gemm::path())); },
         "The routine of the recurrent products, as RL_LSTM_GEMM and the CPU allow: avx512, avx2 or blas");
   m.def("small_matmul", &small_gemm::matmul, "small_matmul(a, b, path) -> (a @ b, the path that ran); for the tests");
