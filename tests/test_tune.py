@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from agents.training import zoo
+from agents.training.algos import RECURRENT_ALGOS
 from agents.training.cli import main as train_main
 from agents.training.config import TrainConfig
 from agents.training.resolution import resolve
@@ -124,7 +125,20 @@ def test_bad_input_to_the_command_is_named(tmp_path, capsys):
     err = bad_command(capsys, [*argv, "--space", str(tmp_path / "missing.yml")])
     assert "missing.yml'" in err and "no such file" in err
     assert "expected a positive integer" in bad_command(capsys, [*argv, "--n-jobs", "0"])
+    # Off-policy: no rollout; a budget that never reaches learning_starts would never learn.
+    off_policy = ["--algo", "sac", "--env", "Pendulum-v1", "--out", str(tmp_path / "s"), "--trials", "1"]
+    err = bad_command(capsys, [*off_policy, "--n-timesteps", "300"])
+    assert "--n-timesteps 300: not more than learning_starts (up to 1000)" in err
+    err = bad_command(capsys, [*off_policy, "--n-timesteps", "300", "--hyperparams", "learning_starts=300"])
+    assert "learning_starts=300: at or above --total-timesteps 300" in err
     assert not (tmp_path / "s" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("algo", sorted(RECURRENT_ALGOS))
+def test_every_algorithm_ships_a_search_space(algo):
+    """``--algo X`` works without ``--space``: each recurrent algorithm has its space, and it loads."""
+    space = load_space(algo)
+    assert space.params and {p.section for p in space.params} <= {"memory", "algo", "policy"}
 
 
 def test_without_optuna_the_command_names_the_extra(monkeypatch, capsys):

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
 from agents.training.algos import ALGOS, RECURRENT_ALGOS
 from agents.training.cli import add_config_arguments, given_options
 from agents.training.config import ConfigError, TrainConfig, policy_kwargs_dict
@@ -101,15 +103,31 @@ def _algo_default(algo: str, name: str) -> Any:
 
 
 def check_budget(base: dict[str, Any], space: Any, eval_every: int) -> None:
-    """The budget holds at least one rollout of the largest ``n_steps`` a trial may draw."""
+    """The budget holds at least one rollout of the largest ``n_steps`` a trial may draw (on-policy), or
+    more steps than the largest ``learning_starts`` (off-policy: else a trial would never learn)."""
     config = TrainConfig(**base)
-    n_steps = space.largest("n_steps") or config.algo_kwargs().get("n_steps") or _algo_default(config.algo, "n_steps")
-    rollout = int(n_steps) * config.n_envs
-    if config.total_timesteps < rollout:
-        raise ConfigError(
-            f"--n-timesteps {config.total_timesteps}: smaller than one rollout (n_steps up to {n_steps} x "
-            f"{config.n_envs} environments = {rollout} steps); expected at least {rollout}"
-        )
+
+    def largest(name: str) -> Any:
+        for value in (space.largest(name), config.algo_kwargs().get(name)):
+            if value is not None:
+                return value
+        return _algo_default(config.algo, name)
+
+    if issubclass(ALGOS[config.algo].cls, OnPolicyAlgorithm):
+        n_steps = largest("n_steps")
+        rollout = int(n_steps) * config.n_envs
+        if config.total_timesteps < rollout:
+            raise ConfigError(
+                f"--n-timesteps {config.total_timesteps}: smaller than one rollout (n_steps up to {n_steps} x "
+                f"{config.n_envs} environments = {rollout} steps); expected at least {rollout}"
+            )
+    else:
+        starts = int(largest("learning_starts"))
+        if config.total_timesteps <= starts:
+            raise ConfigError(
+                f"--n-timesteps {config.total_timesteps}: not more than learning_starts (up to {starts}): a trial "
+                f"would never take a gradient step; expected more than {starts} (or --hyperparams learning_starts=N)"
+            )
     if eval_every > config.total_timesteps:
         raise ConfigError(f"--eval-freq {eval_every}: more than the budget of {config.total_timesteps} steps; "
                           "no evaluation would reach the pruner")  # fmt: skip
