@@ -744,10 +744,11 @@ def test_script_is_refused_by_name(name):
             torch.jit.script(module)
 
 
-@pytest.mark.parametrize("name", ["lstm", "ln-gal", "gru", "rnn"])
+@pytest.mark.parametrize("name", ["lstm", "ln-gal", "gru", "rnn", "mingru", "lru"])
 def test_torch_export_and_compile_match_eager(name):
     """torch.export records the Python path at the example's shapes (others fail its guards); torch.compile
-    (here with the eager backend, to keep the test fast) runs the kernel through a graph break."""
+    (here with the eager backend, to keep the test fast) runs the kernel (or the compiled scan) through a
+    graph break."""
     cell = make_cell(name, 3, 4).eval()
     x, hidden = torch.randn(5, 2, 3), _states(name, 2, 4)
     exported = torch.export.export(cell, (x, hidden)).module()

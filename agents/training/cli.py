@@ -92,35 +92,43 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def load_run_config(path: Path) -> dict[str, Any]:
-    """The TrainConfig fields recorded in a run's configuration file ({} where there is none)."""
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+def load_run_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The TrainConfig fields recorded in a run's configuration file ({} where there is none), and the
+    algorithm's keyword arguments they give (the entry under the recorded overrides)."""
+    data: Any = {}
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     recorded = {k: v for k, v in data.items() if k in fields}
+    derived = TrainConfig(**recorded).algo_kwargs()
     written = data.get("algo_kwargs")
-    # algo_kwargs is derived from the fields (the entry under `hyperparams:`): an edit made there alone
-    # would be silently lost, so it is refused; a key that `hyperparams:` sets differs by design.
     if isinstance(written, dict):
-        derived = TrainConfig(**recorded).algo_kwargs()
-        for kwargs in (written, derived):  # the memory's keys follow the fields cell, dropout, hidden_size
-            if isinstance(kwargs.get("policy_kwargs"), dict):
-                kwargs["policy_kwargs"] = {k: v for k, v in kwargs["policy_kwargs"].items() if k not in MEMORY_KWARGS}
-        overrides = recorded.get("hyperparams") or {}
-        edited = sorted(k for k in {*written, *derived} if written.get(k) != derived.get(k) and k not in overrides)
-        if edited:
-            diff = ", ".join(f"{k}={written.get(k)!r} (the fields give {derived.get(k)!r})" for k in edited)
-            raise ConfigError(
-                f"{path}: algo_kwargs {diff}: algo_kwargs records what the hyperparameter entry and `hyperparams:` "
-                "give; put a change under `hyperparams:` (or pass --hyperparams)"
-            )
-    return recorded
+        check_unedited(path, written, derived, recorded.get("hyperparams") or {})
+    return recorded, derived
+
+
+def check_unedited(path: Path, written: dict[str, Any], derived: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """algo_kwargs is derived from the fields (the entry under `hyperparams:`): an edit made there alone
+    would be silently lost, so it is refused; a key that `hyperparams:` sets differs by design."""
+
+    def comparable(kwargs: dict[str, Any]) -> dict[str, Any]:  # the memory's keys follow cell, dropout, hidden_size
+        if not isinstance(kwargs.get("policy_kwargs"), dict):
+            return kwargs
+        return {**kwargs, "policy_kwargs": {k: v for k, v in kwargs["policy_kwargs"].items() if k not in MEMORY_KWARGS}}
+
+    written, derived = comparable(written), comparable(derived)
+    edited = sorted(k for k in {*written, *derived} if written.get(k) != derived.get(k) and k not in overrides)
+    if edited:
+        diff = ", ".join(f"{k}={written.get(k)!r} (the fields give {derived.get(k)!r})" for k in edited)
+        raise ConfigError(
+            f"{path}: algo_kwargs {diff}: algo_kwargs records what the hyperparameter entry and `hyperparams:` "
+            "give; put a change under `hyperparams:` (or pass --hyperparams)"
+        )
 
 
 # What a resumed run cannot change, each with its flag: the environment, the algorithm and the memory
@@ -151,7 +159,7 @@ def config_from_args(args: argparse.Namespace, log: Any = print) -> tuple[TrainC
     model = resolve_resume(args.resume, log)
     steps = saved_timesteps(model)
     source = latest_config(run_folder_of(model), steps)
-    recorded = load_run_config(source)
+    recorded, old_kwargs = load_run_config(source)  # old_kwargs: the entry's values under the recorded overrides
     if "hyperparams" in given:
         given["hyperparams"] = merge_hyperparams(recorded.get("hyperparams") or {}, given["hyperparams"])
     for key in FIXED_ON_RESUME:
@@ -163,7 +171,6 @@ def config_from_args(args: argparse.Namespace, log: Any = print) -> tuple[TrainC
     changes = [f"{k}={v!r} (was {recorded.get(k)!r})" for k, v in given.items() if k != "hyperparams"
                and recorded.get(k) != v]  # fmt: skip
     old_hp, new_hp = recorded.get("hyperparams") or {}, given.get("hyperparams", {})
-    old_kwargs = TrainConfig(**recorded).algo_kwargs()  # the entry's values under the recorded overrides
     changes += [f"{k}={new_hp[k]!r} (was {old_kwargs.get(k, 'the default')!r})" for k in new_hp
                 if old_hp.get(k) != new_hp[k]]  # fmt: skip
     origin = source if recorded else "the command line (no config.yaml found)"

@@ -11,6 +11,7 @@ import random
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ def measure(name: str, steps: int, seed: int) -> float:
     cls, env_id, kwargs = ROWS[name]
     model = cls("MlpPolicy" if cls in (DQN, SAC) else "MlpLstmPolicy", make_vec_env(env_id, n_envs=1, seed=seed),
                 learning_starts=500, learning_rate=1e-3, seed=seed, device="cpu", **kwargs)  # fmt: skip
-    model.learn(500)
+    with warnings.catch_warnings():  # the warm-up is meant to take no gradient step: it only fills the buffer
+        warnings.filterwarnings("ignore", message="learning_starts=500: at or above", category=UserWarning)
+        model.learn(500)
     start = time.process_time()
     model.learn(steps, reset_num_timesteps=False)
     return steps / (time.process_time() - start)
