@@ -81,6 +81,18 @@ void gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, double alpha, const
   dgemm_(&ta, &tb, &M, &N, &K, &alpha, a, &LDA, b, &LDB, &beta, c, &LDC);
 }
 
+// A weight's gradient over every step and row: dW (rows x cols, row-major) = dP^T x, dP (tb x rows) and
+// x (tb x cols) row-major. MKL runs this product many times faster as its transpose (cols x rows row-major:
+// the long side as the column-major M) when `cols` is small: for the input weights of a 4-wide observation
+// (4H = 1024 rows, tb 256) 68 against 828 us on an AMD EPYC (Zen 4), 126 against 263 at 16 columns; so it
+// is computed so and transposed into place (a copy of rows x cols numbers).
+template <typename T>
+Tensor weight_grad(const T* dp, const T* x, int64_t rows, int64_t cols, int64_t tb, const at::TensorOptions& opts) {
+  Tensor flipped = at::empty({cols, rows}, opts);
+  gemm('N', 'T', rows, cols, tb, T(1), dp, rows, x, cols, T(0), flipped.data_ptr<T>(), rows);
+  return flipped.t().contiguous();
+}
+
 // The small-row routines (small_gemm.h) pack W_hh once per call: worth it from this many steps on, and for
 // steps of at most this many rows (measured with AVX2: faster than MKL at 8 rows, slower at 256).
 constexpr int64_t kPackMinSteps = 4, kSmallRowsMax = 32;
@@ -692,8 +704,7 @@ Grads backward_impl(const Chunk& k, const Saved& sv, const Tensor& grad_out, con
       gemm('N', 'N', I, TB, G, T(1), k.w_ih.data_ptr<T>(), I, dG, G, T(0), gr.dx.template data_ptr<T>(), I);
     }
     if (need[3]) {  // dW_ih (4H, I) = dP^T x
-      gr.dw_ih = at::empty({G, I}, opts);
-      gemm('N', 'T', I, G, TB, T(1), k.x.data_ptr<T>(), I, dG, G, T(0), gr.dw_ih.template data_ptr<T>(), I);
+      gr.dw_ih = weight_grad<T>(dG, k.x.data_ptr<T>(), G, I, TB, opts);
     }
   }
   release_large_workspaces<T>();
