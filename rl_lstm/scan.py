@@ -53,16 +53,15 @@ def linear_scan(a: Tensor, b: Tensor, s0: Tensor, starts: Tensor | None = None, 
     """
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or s0.requires_grad):
         return _LinearScan.apply(a, b, s0, starts, block)
-    if _compiled(a, b, s0):
-        return kernel.load().linear_scan(a, b, s0, starts)
-    return _scan(a, b, s0, starts, block)
+    return _forward(a, b, s0, starts, block)[0]
 
 
-def _compiled(a: Tensor, b: Tensor, s0: Tensor) -> bool:
-    """Whether the compiled pass runs this scan (one dtype for all three, as ``RL_LSTM_KERNEL`` allows)."""
-    if not (a.dtype == b.dtype == s0.dtype):
-        return False
-    return kernel.use(b.real if b.is_complex() else b)
+def _forward(a: Tensor, b: Tensor, s0: Tensor, starts: Tensor | None, block: int | None) -> tuple[Tensor, bool]:
+    """The states, by the compiled pass where it runs (one dtype for all three, as ``RL_LSTM_KERNEL`` allows),
+    else by the torch scan (starts: selection inside, so no NaN crosses a start); and whether it was compiled."""
+    if a.dtype == b.dtype == s0.dtype and kernel.use(b.real if b.is_complex() else b):
+        return kernel.load().linear_scan(a, b, s0, starts), True
+    return _scan(a, b, s0, starts, block), False
 
 
 class _LinearScan(torch.autograd.Function):
@@ -71,13 +70,9 @@ class _LinearScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, s0: Tensor, starts: Tensor | None, block: int | None) -> Tensor:
-        ctx.compiled = _compiled(a, b, s0)
-        if ctx.compiled:
-            s = kernel.load().linear_scan(a, b, s0, starts)
-        else:
-            s = _scan(a, b, s0, starts, block)  # starts: selection inside, so no NaN crosses a start
+        s, ctx.compiled = _forward(a, b, s0, starts, block)
         ctx.save_for_backward(a, s0, s)
-        ctx.starts, ctx.block, ctx.shape = starts, block, b.shape
+        ctx.starts, ctx.block = starts, block
         return s
 
     @staticmethod
