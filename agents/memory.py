@@ -9,6 +9,7 @@ import torch as th
 from torch import Tensor, nn
 
 from rl_lstm import make_cell
+from rl_lstm.base import PlainAttributes
 from rl_lstm.masks import check_method, sample_masks
 
 Hidden = tuple[Tensor, Tensor]
@@ -17,7 +18,7 @@ Hidden = tuple[Tensor, Tensor]
 _TORCH_NAME = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
 
 
-class MemoryStack(nn.Module):
+class MemoryStack(PlainAttributes, nn.Module):
     """``n_layers`` cells from the ``rl_lstm`` registry stacked as ``nn.LSTM(num_layers=n_layers)``
     stacks its layers: layer k's output is layer k+1's input, and with ``layer_dropout`` > 0 a fresh
     dropout mask acts at every step on the output of every layer but the last (``nn.LSTM``'s
@@ -50,6 +51,8 @@ class MemoryStack(nn.Module):
     :param layer_dropout: probability of the between-layer dropout (``nn.LSTM``'s ``dropout``).
     :param cell_kwargs: passed to every cell (``dropout``, ``dropout_method``, ``bias``, ...).
     """
+
+    plain_attributes = frozenset({"masks_in_eval", "_masks_in_eval", "check_args", "_check_args", "last_masks"})
 
     def __init__(
         self,

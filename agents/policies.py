@@ -27,6 +27,7 @@ from agents.memory import MemoryStack
 from agents.memory_init import check_horizon, init_memories_
 from agents.policy_core import make_optimizer, masks_in_eval, memory_settings
 from agents.type_aliases import RNNMasks, RNNStates
+from rl_lstm.base import PlainAttributes
 
 
 def flatten_steps(obs: PyTorchObs) -> PyTorchObs:
@@ -36,7 +37,7 @@ def flatten_steps(obs: PyTorchObs) -> PyTorchObs:
     return obs.flatten(0, 1)
 
 
-class CellLstmPolicy(RecurrentActorCriticPolicy):
+class CellLstmPolicy(PlainAttributes, RecurrentActorCriticPolicy):
     """sb3-contrib's recurrent actor-critic policy with memory from the ``rl_lstm`` registry.
 
     Takes every argument of ``sb3_contrib``'s ``RecurrentActorCriticPolicy`` (``lstm_hidden_size``,
@@ -72,6 +73,8 @@ class CellLstmPolicy(RecurrentActorCriticPolicy):
     :meth:`predict`, the distribution is sb3-contrib's maskable one with the invalid actions' logits
     set to a huge negative number. Without masks the distribution is SB3's own, as before.
     """
+
+    plain_attributes = frozenset({"_action_masks"})
 
     def __init__(
         self,
