@@ -14,6 +14,7 @@ import torch as th
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
+from agents.lean import FusedRMSprop
 from agents.memory import MemoryStack
 from agents.memory_init import check_horizon, check_memory_init
 from rl_lstm import cell_class
@@ -88,9 +89,10 @@ def make_optimizer(
     params: Iterable[nn.Parameter],
     lr_schedule: Schedule,
 ) -> th.optim.Optimizer:
-    """SB3's optimizer over ``params`` at the schedule's first rate (Adam with eps 1e-5 by default), where the
-    implementation was left unchosen with PyTorch's fused Adam (one kernel for all parameters), and for another
-    optimizer that has one its multi-tensor (``foreach``) implementation (A2C's RMSprop: the same numbers as the
+    """SB3's optimizer over ``params`` at the schedule's first rate (Adam with eps 1e-5 by default). Where the
+    implementation was left unchosen: PyTorch's fused Adam (one kernel for all parameters); for A2C's RMSprop
+    :class:`agents.lean.FusedRMSprop` (one compiled pass per parameter, falling back to the multi-tensor step);
+    for another optimizer that has one its multi-tensor (``foreach``) implementation (the same numbers as the
     per-tensor loop PyTorch picks on the CPU, in fewer calls)."""
     kwargs = dict(optimizer_kwargs)
     if not {"fused", "foreach", "capturable"} & set(kwargs):
@@ -98,6 +100,8 @@ def make_optimizer(
             kwargs["fused"] = True
         elif "foreach" in inspect.signature(optimizer_class).parameters:
             kwargs["foreach"] = True
+            if optimizer_class is th.optim.RMSprop:
+                optimizer_class = FusedRMSprop
     return optimizer_class(list(params), lr=lr_schedule(1), **kwargs)
 
 

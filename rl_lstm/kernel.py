@@ -2,7 +2,8 @@
 resets, every dropout site's masks and optional layer norm inside, and a hand-written backward
 through time (``rl_lstm/csrc/lstm_chunk.cpp``, the GRU family's and the RNN's in ``gru_chunk.inc``); and the
 linear recurrence ``s_t = a_t * s_{t-1} + b_t`` of the linear-recurrence memories, real or complex, forward and
-backward (``linear_scan.inc``, called by :func:`rl_lstm.scan.linear_scan`).
+backward (``linear_scan.inc``, called by :func:`rl_lstm.scan.linear_scan`); and the plain RMSprop step of
+:class:`agents.lean.FusedRMSprop` (``rmsprop.inc``).
 
 It is built at first use from the installed torch with ``torch.utils.cpp_extension.load`` and
 cached (under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), once per torch
@@ -49,7 +50,8 @@ MODES = ("auto", "0", "1")
 SOURCE = Path(__file__).parent / "csrc" / "lstm_chunk.cpp"
 #: Files the source includes: torch's build cache watches the sources only, so their digest enters the flags.
 HEADERS = tuple(
-    SOURCE.parent / name for name in ("small_gemm.h", "small_gemm_body.inc", "gru_chunk.inc", "linear_scan.inc")
+    SOURCE.parent / name
+    for name in ("small_gemm.h", "small_gemm_body.inc", "gru_chunk.inc", "linear_scan.inc", "rmsprop.inc")
 )
 GEMM_ENV = "RL_LSTM_GEMM"
 GEMM_MODES = ("auto", "avx512", "avx2", "blas")

@@ -13,6 +13,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 
 import envs  # noqa: F401  (registers the memory tasks)
 from agents import CellLstmPolicy, RecurrentA2C, RecurrentPPO
+from agents.lean import FusedRMSprop
 from rl_lstm import CELLS
 
 NAMES = list(CELLS)
@@ -247,15 +248,16 @@ def test_adam_is_fused_unless_chosen_otherwise():
     assert _model(RecurrentPPO, "lstm").policy.optimizer.defaults["eps"] == 1e-5
 
 
-def test_rmsprop_runs_its_multi_tensor_implementation_unless_chosen_otherwise():
-    """A2C's RMSprop: foreach (PyTorch picks the per-tensor loop on the CPU), the same numbers in fewer calls."""
+def test_rmsprop_runs_the_fused_step_unless_chosen_otherwise():
+    """A2C's RMSprop: the compiled one-pass step, falling back to the multi-tensor one (PyTorch picks the
+    per-tensor loop on the CPU); an implementation the user chose is kept."""
     a2c = _model(RecurrentA2C, "lstm").policy.optimizer
-    assert isinstance(a2c, th.optim.RMSprop) and a2c.defaults["foreach"] is True
+    assert type(a2c) is FusedRMSprop and a2c.defaults["foreach"] is True
     assert a2c.defaults["alpha"] == 0.99 and a2c.defaults["eps"] == 1e-5  # SB3's A2C settings kept
     kwargs = dict(alpha=0.99, eps=1e-5, weight_decay=0, foreach=False)
     chosen = _model(RecurrentA2C, "lstm", policy_kwargs=dict(optimizer_class=th.optim.RMSprop, optimizer_kwargs=kwargs))
     chosen = chosen.policy.optimizer
-    assert chosen.defaults["foreach"] is False
+    assert type(chosen) is th.optim.RMSprop and chosen.defaults["foreach"] is False
 
 
 class _MultiDiscreteObs(gym.Env):

@@ -834,6 +834,9 @@ std::vector<Tensor> lstm_chunk(const Tensor& x, const Tensor& h0, const Tensor& 
 // ------------------------------------------------------------------ linear recurrences
 #include "linear_scan.inc"
 
+// ------------------------------------------------------------------ the RMSprop step
+#include "rmsprop.inc"
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -849,6 +852,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_scan", &linear_scan, "linear_scan(a, b, s0, starts) -> s: s_t = a_t * s_{t-1} + b_t, cut at starts");
   m.def("linear_scan_backward", &linear_scan_backward,
         "linear_scan_backward(a, s0, starts, s, grad_s, need_a, need_s0) -> [grad_a, grad_b, grad_s0]");
+  m.def("rmsprop_step", &rmsprop_step,
+        "rmsprop_step(params, grads, square_avgs, steps, lr, alpha, eps) -> bool: torch's plain RMSprop step; false, "
+        "changing nothing, where a tensor is not dense contiguous CPU float32/float64");
+  m.def("rmsprop_fma_matches", &rmsprop_fma_matches,
+        "rmsprop_fma_matches(s, a, b, value) -> bool: whether torch's addcmul rounds as fma(value * a, b, s)");
   m.def("gemm_path", [] { return std::string(small_gemm::path_name(small_gemm::path())); },
         "The routine of the recurrent products, as RL_LSTM_GEMM and the CPU allow: avx512, avx2 or blas");
   m.def("small_matmul", &small_gemm::matmul, "small_matmul(a, b, path) -> (a @ b, the path that ran); for the tests");
