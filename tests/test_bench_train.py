@@ -58,3 +58,24 @@ def test_report_states_budget_path_load_and_ranges():
     assert "| 800 (720-960) |" in text and "| 8.00 |" in text
     quiet = speed.report({1: rs}, _settings([1.0, 1.1]))
     assert "Warning" not in quiet
+
+
+def test_gradient_step_parts_of_a_small_model():
+    """The parts of one gradient step are timed on a real rollout, and the report shows them per row."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents import RecurrentPPO
+    from agents.training.update_parts import PARTS, gradient_step_parts
+
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    policy_kwargs = dict(cell="gal", lstm_hidden_size=8, net_arch=dict(pi=[8], vf=[8]))
+    model = RecurrentPPO("CellLstmPolicy", env, n_steps=16, batch_size=16, seq_len=8, n_epochs=2, seed=0,
+                         policy_kwargs=policy_kwargs)  # fmt: skip
+    model.learn(32)
+    parts = gradient_step_parts(model, repeats=3)
+    assert parts["gradient steps per update"] == 2 * 2  # 32 rows in minibatches of 16, 2 epochs
+    assert all(parts[k] >= 0 for k in PARTS) and parts["memories"] > 0 and parts["gradient step"] > 0
+    rs = speed.rows(["lstm"], 0.1, 256, blocks=("ppo",))
+    rs[0].results, rs[1].results = _results(100.0), _results(800.0)
+    text = speed.report({1: rs}, {**_settings([1.0]), "parts": {rs[1].name: parts}})
+    assert "## Where a gradient step's time goes" in text and f"| {rs[1].name} | " in text.split("time goes")[1]

@@ -48,6 +48,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents import RecurrentA2C, RecurrentPPO
+from agents.training.update_parts import PARTS, gradient_step_parts
 from rl_lstm import CELLS, kernel
 from rl_lstm.registry import has_dropout_method
 from rl_lstm.tooling import NON_NEGATIVE, POSITIVE, describe_machine, machine_info, pin_threads, probability
@@ -194,6 +195,41 @@ def run_interleaved(rs: list[Row], budget: int, threads: int, seed: int, shape: 
     return loads
 
 
+def step_parts(rs: list[Row], seed: int, shape: Shape, threads: int) -> dict[str, dict[str, float]]:
+    """:func:`agents.training.update_parts.gradient_step_parts` of every ``agents.RecurrentPPO`` row, each a
+    fresh model after one rollout."""
+    pin_threads(threads)
+    out = {}
+    for row in rs:
+        if row.algo is not RecurrentPPO:
+            continue
+        env = make_vec_env(shape.env, n_envs=shape.n_envs, seed=seed)
+        model = row.algo(row.policy, env, seed=seed, device="cpu", **row.kwargs)
+        model.learn(shape.round_steps)
+        out[row.name] = gradient_step_parts(model)
+        env.close()
+        print(f"[parts] {row.name}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[row.name].items()), flush=True)
+    return out
+
+
+def _parts_table(parts: dict[str, dict[str, float]]) -> list[str]:
+    lines = [
+        "## Where a gradient step's time goes",
+        "",
+        "Milliseconds of CPU time per gradient step (medians): the update divided by its gradient steps, and the "
+        "parts timed on their own on one minibatch of the same rollout (`agents.training.update_parts`): the two "
+        "memories forward and backward, SB3's MLP extractor and heads forward and backward (the same modules "
+        "stock runs), the gradient clip and the optimizer's step; the rest is the loss, autograd and PPO's loop.",
+        "",
+        "| configuration | gradient step | " + " | ".join(PARTS) + " | gradient steps per update |",
+        "| --- | --- | " + " | ".join("---" for _ in PARTS) + " | --- |",
+    ]
+    for name, p in parts.items():
+        cells = " | ".join(f"{p[k]:.2f}" for k in ("gradient step", *PARTS))
+        lines.append(f"| {name} | {cells} | {p['gradient steps per update']:.0f} |")
+    return [*lines, ""]
+
+
 def _shape_text(shape: dict[str, Any] | None) -> str:
     if shape is None:  # a record from before the shape was an option: CartPole-v1's
         shape = asdict(Shape())
@@ -252,6 +288,8 @@ def report(all_rows: dict[int, list[Row]], settings: dict[str, Any]) -> str:
                     f"| {statistics.median(x['train_s'] for x in r.results):.1f} | {med / ref_sps:.2f} |"
                 )
             lines.append("")
+    if settings.get("parts"):
+        lines += _parts_table(settings["parts"])
     return "\n".join(lines)
 
 
@@ -279,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--out", type=Path, default=Path("results/train"))
     p.add_argument("--quick", action="store_true", help="Tiny budget, two cells, one thread count (for CI).")
+    p.add_argument(
+        "--parts", action="store_true",
+        help="Also time where a gradient step of each agents.RecurrentPPO row goes (agents.training.update_parts).",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.quick:
         args.budget, args.threads, args.cells, args.hidden_size, args.repeats = 2048, [1], ["lstm", "gal"], 32, 1
@@ -309,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{threads} thr, rep {rep}] {r.name}: {res['steps_per_cpu_s']:.0f} steps/CPU-s "
                       f"(collect {res['collect_s']:.1f} s, update {res['train_s']:.1f} s)", flush=True)  # fmt: skip
             write(args.out, all_rows, settings)  # after every repeat: a run cut short keeps what it measured
+    if args.parts:
+        settings["parts"] = step_parts(all_rows[args.threads[0]], args.seed, shape, args.threads[0])
+        write(args.out, all_rows, settings)
     print(report(all_rows, settings))
     return 0
 
