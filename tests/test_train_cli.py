@@ -428,6 +428,41 @@ def test_a_checkpoint_keeps_its_own_statistics(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name], "no temporary file left"
 
 
+def _tiny_model():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    return RecurrentPPO("CellLstmPolicy", env, n_steps=16, batch_size=32, seq_len=16, n_epochs=1,
+                        policy_kwargs=dict(lstm_hidden_size=8))  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_in_the_middle_of_a_save_waits_for_it(sig, tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM while torch writes a checkpoint: the file is finished, then the signal stops the run
+    (KeyboardInterrupt, or Stop from the run's SIGTERM handler), instead of breaking torch's zip writer."""
+    from agents.training.checkpoints import Stop, raise_stop, save_checkpoint, saved_timesteps
+
+    model = _tiny_model()
+    model.learn(32)
+    real_save = model.save
+
+    def save_interrupted(path, *args, **kwargs):
+        os.kill(os.getpid(), sig)  # arrives while the save runs
+        real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(model, "save", save_interrupted)
+    previous = signal.signal(signal.SIGTERM, raise_stop)
+    try:
+        with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else Stop):
+            save_checkpoint(model, tmp_path)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert saved_timesteps(tmp_path / "checkpoints" / "last.zip") == model.num_timesteps
+    assert saved_timesteps(tmp_path / "checkpoints" / f"model_{model.num_timesteps}_steps.zip") == model.num_timesteps
+    assert _checkpoint_steps(tmp_path) == model.num_timesteps
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handlers are restored"
+
+
 @pytest.mark.parametrize("env_id, policy", [("CueDict-v0", "MultiInputCellLstmPolicy"),
                                             ("CueImage-v0", "CnnCellLstmPolicy")])  # fmt: skip
 def test_dict_and_image_observations_train_evaluate_resume_and_export(env_id, policy, tmp_path):

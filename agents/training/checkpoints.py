@@ -7,8 +7,11 @@ import io
 import json
 import os
 import pickle
+import signal
+import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,48 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
 
 
+#: The signals that stop a run with a save (Ctrl-C and SIGTERM, see :func:`raise_stop`).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_deferring = threading.local()
+
+
+@contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Within this block Ctrl-C and SIGTERM wait: a save in progress finishes (an exception raised inside
+    ``torch.save`` leaves its zip writer broken, and the run would end without its save), then the first
+    such signal is handled as it would have been. Nested blocks defer to the outermost; off the main thread
+    (where Python takes no signal handlers) the block does nothing."""
+    if getattr(_deferring, "active", False) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in STOP_SIGNALS}
+    _deferring.active = True
+    try:
+        yield
+    finally:
+        _deferring.active = False
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            handler = previous[pending[0]]
+            if callable(handler):
+                handler(pending[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(pending[0])
+
+
 def save_atomically(model: BaseAlgorithm, path: Path) -> None:
     """Save the model with its VecNormalize statistics inside the same zip (:data:`STATS_ENTRY`) and a copy
     of them beside it (``<stem>_vecnormalize.pkl``, for users and the exporter): each file is written under a
     temporary name, then renamed, so that a run killed while saving keeps its previous complete files, and
-    a model file always holds its own statistics."""
+    a model file always holds its own statistics. Ctrl-C and SIGTERM wait for the save
+    (:func:`stop_signals_deferred`)."""
+    with stop_signals_deferred():
+        _save_atomically(model, path)
+
+
+def _save_atomically(model: BaseAlgorithm, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
     model.save(tmp)
@@ -67,13 +107,15 @@ def has_statistics(model: Path) -> bool:
 
 
 def save_checkpoint(model: BaseAlgorithm, run_dir: Path) -> Path:
-    """``checkpoints/last.zip`` and a numbered copy, and the timesteps in ``checkpoints/last.json``."""
+    """``checkpoints/last.zip`` and a numbered copy, and the timesteps in ``checkpoints/last.json``; Ctrl-C and
+    SIGTERM wait for all three (:func:`stop_signals_deferred`)."""
     ckpt = run_dir / "checkpoints"
-    save_atomically(model, ckpt / "last.zip")
-    save_atomically(model, ckpt / f"model_{model.num_timesteps}_steps.zip")
-    tmp = _temporary(ckpt / "last.json")
-    tmp.write_text(json.dumps({"timesteps": model.num_timesteps}))
-    os.replace(tmp, ckpt / "last.json")
+    with stop_signals_deferred():
+        save_atomically(model, ckpt / "last.zip")
+        save_atomically(model, ckpt / f"model_{model.num_timesteps}_steps.zip")
+        tmp = _temporary(ckpt / "last.json")
+        tmp.write_text(json.dumps({"timesteps": model.num_timesteps}))
+        os.replace(tmp, ckpt / "last.json")
     return ckpt / "last.zip"
 
 
@@ -177,19 +219,16 @@ def vecnormalize_path(model: Path) -> Path:
     return model.with_name(f"{model.stem}_vecnormalize.pkl")
 
 
-class SaveVecNormalize(BaseCallback):
-    """For ``EvalCallback(callback_on_new_best=...)``: the new best model's normalisation statistics
-    beside it, so that ``best_model.zip`` can be evaluated as it was."""
+class SaveBestModel(BaseCallback):
+    """For ``EvalCallback(callback_on_new_best=...)``, without its own ``best_model_save_path``: the new best
+    model saved as every save of a run is (:func:`save_atomically`: one rename, its normalisation statistics
+    inside and beside it, Ctrl-C and SIGTERM waiting for the save), so that ``best_model.zip`` can be
+    evaluated as it was and is never left half-written."""
 
     def __init__(self, best_model: Path) -> None:
         super().__init__()
         self.best_model = best_model
 
     def _on_step(self) -> bool:
-        env = self.model.get_vec_normalize_env()
-        if env is not None:
-            target = vecnormalize_path(self.best_model)
-            tmp = _temporary(target)
-            env.save(str(tmp))
-            os.replace(tmp, target)
+        save_atomically(self.model, self.best_model)
         return True

@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.training.checkpoints import (
     CheckpointCallback,
-    SaveVecNormalize,
+    SaveBestModel,
     Stop,
     has_statistics,
     load_statistics,
@@ -225,8 +225,7 @@ def _train(
             n_eval_episodes=config.eval_episodes,
             eval_freq=max(config.eval_freq // config.n_envs, 1),
             log_path=str(run_dir),
-            best_model_save_path=str(run_dir),
-            callback_on_new_best=SaveVecNormalize(run_dir / "best_model.zip"),
+            callback_on_new_best=SaveBestModel(run_dir / "best_model.zip"),
             deterministic=True,
             verbose=0,
         )
