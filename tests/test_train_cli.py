@@ -451,16 +451,19 @@ def test_a_stop_signal_in_the_middle_of_a_save_waits_for_it(sig, tmp_path, monke
         real_save(path, *args, **kwargs)
 
     monkeypatch.setattr(model, "save", save_interrupted)
-    previous = signal.signal(signal.SIGTERM, raise_stop)
+    # The run's handlers (agents.training.run), whatever this process had (a test worker ignores SIGINT).
+    previous = signal.signal(signal.SIGTERM, raise_stop), signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else Stop):
             save_checkpoint(model, tmp_path)
+        restored = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
     assert saved_timesteps(tmp_path / "checkpoints" / "last.zip") == model.num_timesteps
     assert saved_timesteps(tmp_path / "checkpoints" / f"model_{model.num_timesteps}_steps.zip") == model.num_timesteps
     assert _checkpoint_steps(tmp_path) == model.num_timesteps
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handlers are restored"
+    assert restored == (raise_stop, signal.default_int_handler), "the handlers are restored"
 
 
 @pytest.mark.parametrize("env_id, policy", [("CueDict-v0", "MultiInputCellLstmPolicy"),
