@@ -466,6 +466,26 @@ def test_a_stop_signal_in_the_middle_of_a_save_waits_for_it(sig, tmp_path, monke
     assert restored == (raise_stop, signal.default_int_handler), "the handlers are restored"
 
 
+def test_a_signal_held_during_a_save_keeps_its_previous_meaning():
+    """An ignored signal stays ignored after the block; a nested block holds to the outermost; handlers return."""
+    from agents.training.checkpoints import stop_signals_deferred
+
+    seen = []
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, lambda *a: seen.append(a[0]))
+    try:
+        with stop_signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)  # ignored before: dropped
+        with stop_signals_deferred():
+            with stop_signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+            assert seen == [], "held until the outermost block ends"
+        assert seen == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
 @pytest.mark.parametrize("env_id, policy", [("CueDict-v0", "MultiInputCellLstmPolicy"),
                                             ("CueImage-v0", "CnnCellLstmPolicy")])  # fmt: skip
 def test_dict_and_image_observations_train_evaluate_resume_and_export(env_id, policy, tmp_path):
