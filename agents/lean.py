@@ -63,10 +63,16 @@ class FusedRMSprop(th.optim.RMSprop):
                 return None
         return kernel.load()
 
+    def _torch_step(self, closure: Callable[[], float] | None) -> float | None:
+        """torch's RMSprop step, without this optimizer's step hooks a second time: torch wraps each optimizer
+        class's ``step`` once with the hook runner, so ``RMSprop.step`` runs them too once an RMSprop exists."""
+        step = th.optim.RMSprop.step
+        return (step.__wrapped__ if getattr(step, "hooked", False) else step)(self, closure)
+
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         module = self._fused()
         if module is None:
-            return super().step(closure)
+            return self._torch_step(closure)
         loss = None
         if closure is not None:
             with th.enable_grad():
@@ -95,10 +101,12 @@ class FusedRMSprop(th.optim.RMSprop):
         if not params:
             return
         rounds_as_torch = all(d in (th.float32, th.float64) and _fma_matches(d) for d in {p.dtype for p in params})
+        # One pass per tensor equals torch's whole-group operations only where no two parameters share memory.
+        apart = len({p.untyped_storage().data_ptr() for p in params}) == len(params)
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-        if rounds_as_torch and module.rmsprop_step(params, grads, square_avgs, steps, lr, alpha, eps):
+        if rounds_as_torch and apart and module.rmsprop_step(params, grads, square_avgs, steps, lr, alpha, eps):
             return
-        # A tensor the pass does not take (complex, another device, not contiguous): torch's step for the group.
+        # A tensor the pass does not take (complex, another device, not contiguous, shared): torch's step.
         rmsprop(
             params, grads, square_avgs, [], [], steps, foreach=group["foreach"], maximize=False, differentiable=False,
             capturable=False, has_complex=any(th.is_complex(p) for p in params), lr=lr, alpha=alpha, eps=eps,

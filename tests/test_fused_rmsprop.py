@@ -140,3 +140,32 @@ def test_where_torchs_addcmul_does_not_round_as_one_fma_it_is_torchs_step(monkey
     params, _ = _run(FusedRMSprop, th.float32, lr=1e-3, foreach=True)
     stock, _ = _run(th.optim.RMSprop, th.float32, lr=1e-3, foreach=True)
     assert all(th.equal(p, s) for p, s in zip(params, stock, strict=True))
+
+
+def test_step_hooks_run_once_on_either_path():
+    """torch wraps RMSprop.step with the hook runner once an RMSprop exists: the fallback must not run them twice."""
+    th.optim.RMSprop([th.nn.Parameter(th.ones(1))])  # wraps RMSprop.step
+    for kwargs in (dict(), dict(momentum=0.9)):  # the fused step where it can run, torch's otherwise
+        p = th.nn.Parameter(th.ones(3))
+        p.grad = th.ones(3)
+        optimizer = FusedRMSprop([p], lr=1e-3, **kwargs)
+        calls = []
+        optimizer.register_step_pre_hook(lambda *args, calls=calls: calls.append("pre"))
+        optimizer.register_step_post_hook(lambda *args, calls=calls: calls.append("post"))
+        optimizer.step()
+        assert calls == ["pre", "post"], kwargs
+
+
+@needs_kernel
+@pytest.mark.filterwarnings("ignore:optimizer contains a parameter group with duplicate parameters")
+def test_a_parameter_listed_twice_takes_torchs_step():
+    """torch steps a group's tensors operation by operation, the pass tensor by tensor: they agree only where no
+    two entries share memory, so a repeated parameter (torch warns, and takes it) takes torch's step."""
+    p = th.nn.Parameter(th.randn(5))
+    q = th.nn.Parameter(p.detach().clone())
+    fused, stock = FusedRMSprop([p, p], lr=1e-2, foreach=True), th.optim.RMSprop([q, q], lr=1e-2, foreach=True)
+    for _ in range(2):
+        p.grad, q.grad = th.ones(5), th.ones(5)
+        fused.step()
+        stock.step()
+    assert th.equal(p, q)

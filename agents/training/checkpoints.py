@@ -46,9 +46,12 @@ def stop_signals_deferred() -> Iterator[None]:
         yield
         return
     pending: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in STOP_SIGNALS}
-    _deferring.active = True
+    previous: dict[int, Any] = {}
     try:
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is not None:  # None: a handler set outside Python, which cannot be restored
+                previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+        _deferring.active = True
         yield
     finally:
         _deferring.active = False

@@ -28,6 +28,7 @@ from agents.training.checkpoints import (
     resolve_resume,
     save_atomically,
     save_checkpoint,
+    stop_signals_deferred,
 )
 from agents.training.config import ConfigError, TrainConfig
 from agents.training.environments import make_envs, make_eval_env, stack_frames
@@ -241,8 +242,9 @@ def _train(
                 progress_bar=progress_bar,
             )
     except (KeyboardInterrupt, Stop):
-        save_atomically(model, run_dir / "model.zip")
-        save_checkpoint(model, run_dir)
+        with stop_signals_deferred():  # a second Ctrl-C waits for both saves
+            save_atomically(model, run_dir / "model.zip")
+            save_checkpoint(model, run_dir)
         log(f"interrupted at {model.num_timesteps} steps: saved {run_dir / 'model.zip'}")
         raise
     finally:

@@ -219,7 +219,8 @@ def _parts_table(parts: dict[str, dict[str, float]]) -> list[str]:
         "Milliseconds of CPU time per gradient step (medians): the update divided by its gradient steps, and the "
         "parts timed on their own on one minibatch of the same rollout (`agents.training.update_parts`): the two "
         "memories forward and backward, SB3's MLP extractor and heads forward and backward (the same modules "
-        "stock runs), the gradient clip and the optimizer's step; the rest is the loss, autograd and PPO's loop.",
+        "stock runs), the gradient clip and the optimizer's step; the rest is the loss, autograd, PPO's loop, the "
+        "buffer and the replay check (one forward pass over the rollout per update).",
         "",
         "| configuration | gradient step | " + " | ".join(PARTS) + " | gradient steps per update |",
         "| --- | --- | " + " | ".join("---" for _ in PARTS) + " | --- |",

@@ -6,7 +6,9 @@ on their own on one minibatch of the same rollout:
 - ``policy layers``: SB3's MLP extractor and the action and value heads, forward and backward on its rows
   (the same modules stock sb3-contrib runs);
 - ``optimizer``: the global-norm clip and the optimizer's step;
-- ``rest``: what is left of the gradient step (the loss, autograd's bookkeeping, PPO's loop, the buffer).
+- ``rest``: what is left of the gradient step: the loss, autograd's bookkeeping, PPO's loop, the buffer, the
+  replay check (one forward pass without gradients over the rollout per update), the logging, and a critic
+  without its own memory.
 
 The parts that neither memory nor SB3's layers take are the only time a faster update can still remove at
 that shape; the first two are a floor for any implementation that runs the same modules.
@@ -43,8 +45,14 @@ def gradient_step_parts(model: Any, repeats: int = 30) -> dict[str, float]:
     the rollout it holds (``model`` has learned at least one rollout). Leaves the parameters changed."""
     policy, buffer = model.policy, model.rollout_buffer
     data = next(iter(buffer.get(model.batch_size)))
-    steps_per_update = model.n_epochs * -(-buffer.buffer_size * buffer.n_envs // model.batch_size)
-    update = _median_ms(model.train, max(3, repeats // 10), warmup=1) / steps_per_update
+    steps: list[int] = []  # the gradient steps the update takes (minibatches of whole chunks, early stops)
+    counter = policy.optimizer.register_step_post_hook(lambda *args: steps.append(1))
+    try:
+        model.train()
+        steps_per_update, steps[:] = len(steps), []
+        update = _median_ms(model.train, max(3, repeats // 10), warmup=0) / steps_per_update
+    finally:
+        counter.remove()
     policy.set_training_mode(True)
     starts = data.episode_starts  # (seq_len, n_seq), as the update takes them
     with th.no_grad():
