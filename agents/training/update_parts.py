@@ -49,10 +49,10 @@ def gradient_step_parts(model: Any, repeats: int = 30) -> dict[str, float]:
     counter = policy.optimizer.register_step_post_hook(lambda *args: steps.append(1))
     try:
         model.train()
-        steps_per_update, steps[:] = len(steps), []
-        update = _median_ms(model.train, max(3, repeats // 10), warmup=0) / steps_per_update
     finally:
         counter.remove()
+    steps_per_update = len(steps)
+    update = _median_ms(model.train, max(3, repeats // 10), warmup=0) / steps_per_update
     policy.set_training_mode(True)
     starts = data.episode_starts  # (seq_len, n_seq), as the update takes them
     with th.no_grad():
@@ -78,22 +78,13 @@ def gradient_step_parts(model: Any, repeats: int = 30) -> dict[str, float]:
 
     params = list(policy.parameters())
 
-    def run_optimizer() -> None:
-        policy.optimizer.zero_grad()
-        for p in params:
-            p.grad = th.zeros_like(p)
+    def run_optimizer() -> None:  # on gradients of the same shapes (their values do not change the cost)
         lean.clip_grad_norm(params, model.max_grad_norm)
         policy.optimizer.step()
 
-    def zeros_only() -> None:
-        policy.optimizer.zero_grad()
-        for p in params:
-            p.grad = th.zeros_like(p)
-
-    parts = {
-        "memories": _median_ms(run_memories, repeats),
-        "policy layers": _median_ms(run_layers, repeats),
-        "optimizer": max(0.0, _median_ms(run_optimizer, repeats) - _median_ms(zeros_only, repeats)),
-    }
+    parts = {"memories": _median_ms(run_memories, repeats), "policy layers": _median_ms(run_layers, repeats)}
+    for p in params:
+        p.grad = th.zeros_like(p)
+    parts["optimizer"] = _median_ms(run_optimizer, repeats)
     parts["rest"] = max(0.0, update - sum(parts.values()))
     return {"gradient step": update, **parts, "gradient steps per update": steps_per_update}
